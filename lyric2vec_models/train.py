@@ -119,6 +119,23 @@ def add_tokens(batch: dict, data: TrainingData, tokenizer, max_length: int, devi
     return batch
 
 
+def step_gradients(config: TrainConfig, data: TrainingData, rows: list[int]) -> tuple[float, torch.Tensor]:
+    """Loss and (rank-averaged) flat gradient of one step on the global batch `rows`, from the seeded init.
+
+    Each rank takes its equal slice of `rows`; used to check that W workers compute the same step as one.
+    """
+    rank, size = world()
+    config = configure_for_data(config, data)
+    model = build_model(config, len(data.artist_vocab), len(data.genre_vocab))
+    dataset = CropDataset(data, data.spec.frames_for(config.window_seconds), config.seed, config.meta_dropout)
+    part = len(rows) // size
+    batch = torch.utils.data.default_collate([dataset[i] for i in rows[rank * part : (rank + 1) * part]])
+    loss, _ = compute_loss(model, batch, config)
+    loss.backward()
+    average_gradients(model)
+    return loss.item(), flat_grad(model)
+
+
 # ---------------------------------------------------------------- validation
 
 
