@@ -963,6 +963,55 @@ def test_raycluster_head_worker_ports_and_version():
             assert "nvidia.com/gpu" not in container["resources"].get("limits", {}), "the worker group is CPU"
 
 
+def argparse_options(source: str) -> dict[str, dict]:
+    """option -> {"required": bool, "choices": list | None, "flag": bool} from the add_argument calls in a module."""
+    import ast
+
+    options = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
+            names = [
+                a.value for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("--")
+            ]
+            keywords = {k.arg: k.value for k in node.keywords}
+            required = (
+                isinstance(keywords.get("required"), ast.Constant) and keywords["required"].value is True
+            )
+            choices = keywords.get("choices")
+            choices = [c.value for c in choices.elts] if isinstance(choices, ast.List | ast.Tuple) else None
+            action = keywords.get("action")
+            flag = isinstance(action, ast.Constant) and action.value in ("store_true", "store_false")
+            for name in names:
+                options[name] = {"required": required, "choices": choices, "flag": flag}
+    return options
+
+
+def entrypoint_cli_problems(args: list[str], options: dict[str, dict]) -> list[str]:
+    """What argparse would reject in `args` (the part after `python -m module`), given the module's options."""
+    problems, passed, i = [], {}, 0
+    while i < len(args):
+        name, _, inline = args[i].partition("=")
+        if name not in options:
+            problems.append(f"{name}: not an option of the module")
+            i += 1 if inline or i + 1 == len(args) or args[i + 1].startswith("--") else 2  # skip its value
+            continue
+        if options[name]["flag"]:
+            passed[name], i = None, i + 1
+        else:
+            passed[name], i = (
+                (inline, i + 1) if inline else (args[i + 1] if i + 1 < len(args) else None, i + 2)
+            )
+        choices = options[name]["choices"]
+        if choices and passed[name] not in choices:
+            problems.append(f"{name} {passed[name]}: not one of {choices}")
+    problems += [
+        f"{name}: required but not passed"
+        for name, o in options.items()
+        if o["required"] and name not in passed
+    ]
+    return problems
+
+
 def test_rayjob_runs_ray_train_on_the_raycluster():
     job, cluster = load_one(RAYJOB_FILE), load_one(RAYCLUSTER_FILE)
     assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
@@ -971,13 +1020,36 @@ def test_rayjob_runs_ray_train_on_the_raycluster():
     assert job["spec"]["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
     argv = shlex.split(job["spec"]["entrypoint"])
     assert argv[:3] == ["python", "-m", RAY_TRAIN_MODULE]
+    assert "$" not in job["spec"]["entrypoint"], (
+        "the submitter pod's shell would expand variables, not the head's"
+    )
+    # Data and outputs on the artifacts PVC, which the head and the workers mount at LYRIC2VEC_HOME.
+    [head] = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    home = env_value(head, "LYRIC2VEC_HOME")
+    for option in ("--data", "--out"):
+        if option in argv:
+            assert argv[argv.index(option) + 1].startswith(home + "/"), f"{option} is not under {home}"
     package, module = RAY_TRAIN_MODULE.rsplit(".", 1)
     assert (ROOT / package / "__init__.py").is_file()
     module_file = ROOT / package / f"{module}.py"
-    if module_file.is_file():  # written by the learning half; once it exists its CLI must take our flags
-        source = module_file.read_text()
-        for flag in [a.split("=", 1)[0] for a in argv[3:] if a.startswith("--")]:
-            assert flag in source, f"{module_file} does not define {flag}, which the RayJob passes"
+    if module_file.is_file():  # written by the learning half; the entrypoint must parse with its CLI
+        assert entrypoint_cli_problems(argv[3:], argparse_options(module_file.read_text())) == []
+
+
+def test_entrypoint_cli_checker_rejects_bad_arguments():
+    """Plant faults: an unknown option, a missing required option, a value outside the choices."""
+    source = (
+        "p.add_argument('--data', required=True)\n"
+        "p.add_argument('--preset', default='small', choices=['tiny', 'small'])\n"
+        "p.add_argument('--use-gpu', action='store_true')\n"
+    )
+    options = argparse_options(source)
+    assert entrypoint_cli_problems(["--data", "/d", "--use-gpu", "--preset=tiny"], options) == []
+    assert entrypoint_cli_problems(["--num-workers", "2", "--preset", "huge"], options) == [
+        "--num-workers: not an option of the module",
+        "--preset huge: not one of ['tiny', 'small']",
+        "--data: required but not passed",
+    ]
 
 
 def test_kuberay_checker_rejects_broken_resources():
