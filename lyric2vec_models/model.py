@@ -56,7 +56,7 @@ class AudioEncoder(nn.Module):
         blocks, c_in = [], 1
         for c in cfg.audio_channels:
             blocks += [
-                nn.Conv2d(c_in, c, kernel_size=3, padding=1),
+                nn.Conv2d(c_in, c, kernel_size=3, padding=1, bias=False),  # the norm's shift replaces it
                 nn.GroupNorm(min(4, c), c),
                 nn.GELU(),
                 nn.MaxPool2d(2),  # halves mel bins and frames
@@ -67,7 +67,8 @@ class AudioEncoder(nn.Module):
         # Channels x remaining mel bins feed the GRU: flattening (not averaging) keeps pitch and key.
         self.gru = nn.GRU(c_in * freq_out, cfg.gru_hidden, batch_first=True, bidirectional=True)
         self.pooling = cfg.audio_pooling
-        self.attn = nn.Linear(2 * cfg.gru_hidden, 1) if cfg.audio_pooling == "attention" else None
+        # No bias: softmax ignores a constant shift, so its gradient would be pure float noise.
+        self.attn = nn.Linear(2 * cfg.gru_hidden, 1, bias=False) if cfg.audio_pooling == "attention" else None
         self.proj = nn.Linear(2 * cfg.gru_hidden, cfg.embed_dim)
 
     def forward(self, mels: torch.Tensor) -> torch.Tensor:
