@@ -79,9 +79,13 @@ class GalleryIndex:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), self.ids.dtype)
         # Per-call parameters (not index attributes) so concurrent searches with different k are safe.
         if self.index_type == "hnsw":
-            scores, rows = self.index.search(q, k, params=faiss.SearchParametersHNSW(efSearch=max(self.params["ef_search"], k)))
+            scores, rows = self.index.search(
+                q, k, params=faiss.SearchParametersHNSW(efSearch=max(self.params["ef_search"], k))
+            )
         elif self.index_type == "ivf":
-            scores, rows = self.index.search(q, k, params=faiss.SearchParametersIVF(nprobe=self.params["nprobe"]))
+            scores, rows = self.index.search(
+                q, k, params=faiss.SearchParametersIVF(nprobe=self.params["nprobe"])
+            )
         else:
             scores, rows = self.index.search(q, k)
         # HNSW / IVF may return fewer than k hits (-1 rows) when the beam or probed cells are too small.
@@ -152,7 +156,9 @@ def build_gallery(
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(config.seed)
-        sample = x if n <= config.train_sample else x[np.sort(rng.choice(n, config.train_sample, replace=False))]
+        sample = (
+            x if n <= config.train_sample else x[np.sort(rng.choice(n, config.train_sample, replace=False))]
+        )
         index.train(sample)
         index.nprobe = min(config.ivf_nprobe, nlist)
         params = {"nlist": nlist, "nprobe": index.nprobe}
@@ -212,7 +218,9 @@ def load_gallery(
     manifest = read_json(manifest_path)
     for key in ("model_version", "dim", "metric", "ntotal", "index_type", "files"):
         if key not in manifest:
-            raise ArtifactError(f"{manifest_path}: no {key!r}; not a lyric2vec gallery manifest, rebuild the index")
+            raise ArtifactError(
+                f"{manifest_path}: no {key!r}; not a lyric2vec gallery manifest, rebuild the index"
+            )
     if manifest["metric"] != METRIC:
         raise ArtifactError(f"{manifest_path}: metric {manifest['metric']!r}, expected {METRIC!r}")
     for name in (INDEX_FILE, IDS_FILE):
@@ -250,7 +258,9 @@ def load_gallery(
     tracks = None
     if TRACKS_FILE in manifest["files"]:
         tracks = _read_tracks(directory / TRACKS_FILE)
-    return GalleryIndex(index, ids, manifest["model_version"], manifest["index_type"], params, tracks, manifest)
+    return GalleryIndex(
+        index, ids, manifest["model_version"], manifest["index_type"], params, tracks, manifest
+    )
 
 
 def check_model_version(manifest: dict, model_version: str | None, where: str | Path = MANIFEST_FILE) -> None:

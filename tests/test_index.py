@@ -162,7 +162,9 @@ def test_manifest_count_mismatch_is_named(saved):
 
 def test_model_version_mismatch_is_detected(saved):
     assert load_gallery(saved, model_version="l2v-a").model_version == "l2v-a"
-    with pytest.raises(ArtifactError, match=r"manifest\.json: index built for model_version 'l2v-a'.*'l2v-b'"):
+    with pytest.raises(
+        ArtifactError, match=r"manifest\.json: index built for model_version 'l2v-a'.*'l2v-b'"
+    ):
         load_gallery(saved, model_version="l2v-b")
     manifest = json.loads((saved / "manifest.json").read_text())
     check_model_version(manifest, "l2v-a")
