@@ -102,7 +102,9 @@ class TrainingData:
     def load(cls, directory: str | Path) -> TrainingData:
         directory = Path(directory)
         if not (directory / "arrays.npz").is_file():
-            raise FileNotFoundError(f"{directory}/arrays.npz: missing; write training data with TrainingData.save")
+            raise FileNotFoundError(
+                f"{directory}/arrays.npz: missing; write training data with TrainingData.save"
+            )
         meta = read_json(directory / "meta.json")
         with np.load(directory / "arrays.npz", allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -221,7 +223,9 @@ def synthetic_training_data(
     )  # fmt: skip
 
 
-def mel_windows(mel: np.ndarray, window_frames: int, pad_value: float, min_fraction: float = 0.5) -> np.ndarray:
+def mel_windows(
+    mel: np.ndarray, window_frames: int, pad_value: float, min_fraction: float = 0.5
+) -> np.ndarray:
     """(n_mels, F) -> (W, n_mels, window_frames): consecutive, non-overlapping frame windows.
 
     The same rule as `audio.fixed_windows` in the frame domain: each frame lands in at most one

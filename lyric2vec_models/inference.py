@@ -135,7 +135,11 @@ class Lyric2VecEncoder:
         zs, ms = [], []
         for i, v in enumerate(views):
             present = v is not None
-            zs.append(torch.as_tensor(np.atleast_2d(v), dtype=torch.float32) if present else torch.zeros(n, self.dim))
+            zs.append(
+                torch.as_tensor(np.atleast_2d(v), dtype=torch.float32)
+                if present
+                else torch.zeros(n, self.dim)
+            )
             m = torch.full((n,), present)
             if masks is not None and present:
                 m = m & torch.as_tensor(np.asarray(masks[i], dtype=bool))

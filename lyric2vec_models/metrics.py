@@ -62,7 +62,9 @@ def random_baseline(gallery_size: int, n_relevant: np.ndarray, ks=(1, 5, 10)) ->
     out: dict[str, list[float]] = {f"recall@{k}": [] for k in ks} | {"mrr": [], "median_rank": []}
     for R, count in zip(*np.unique(np.asarray(n_relevant), return_counts=True), strict=True):
         i = np.arange(G)
-        survive = np.concatenate([[1.0], np.cumprod(np.clip((G - R - i) / (G - i), 0.0, None))])  # P(rank > r), r=0..G
+        survive = np.concatenate(
+            [[1.0], np.cumprod(np.clip((G - R - i) / (G - i), 0.0, None))]
+        )  # P(rank > r), r=0..G
         p_rank = survive[:-1] - survive[1:]  # P(best rank == r), r = 1..G
         for k in ks:
             out[f"recall@{k}"] += [1.0 - survive[min(k, G)]] * count

@@ -19,7 +19,9 @@ VIEWS = ("lyrics", "desc", "audio", "meta", "fused")
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_hidden, d_out))
+    return nn.Sequential(
+        nn.Linear(d_in, d_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_hidden, d_out)
+    )
 
 
 class TextHead(nn.Module):
@@ -158,7 +160,9 @@ class Lyric2Vec(nn.Module):
         """Normalised views (B, d) x3 and bool masks (B,) x3 -> fused (B, d), gates (B, 3)."""
         return self.fusion([z_text, z_audio, z_meta], [mask_text, mask_audio, mask_meta])
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def forward(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """A training batch -> ({view: (B, d) normalised}, {view: (B,) bool mask})."""
         if "lyrics_ids" in batch:  # trainable text layers: tokens instead of cached features
             lyrics = self.encode_text_tokens(batch["lyrics_ids"], batch["lyrics_attn"])

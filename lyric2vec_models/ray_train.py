@@ -90,7 +90,9 @@ def _launch(worker, loop_config: dict, run_name: str, storage: Path, address, nu
         worker,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}),
+        scaling_config=ScalingConfig(
+            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": 1}
+        ),
         run_config=RunConfig(name=run_name, storage_path=str(storage.resolve())),
     )
     return trainer.fit()  # raises TrainingFailedError naming the worker error
@@ -141,7 +143,11 @@ def read_result(out_dir: str | Path) -> TrainResult:
 
 
 def probe_gradients(
-    config: TrainConfig, data: TrainingData, rows: list[int], num_workers: int = 2, address: str | None = None,
+    config: TrainConfig,
+    data: TrainingData,
+    rows: list[int],
+    num_workers: int = 2,
+    address: str | None = None,
     num_cpus: int | None = None,
 ) -> tuple[float, torch.Tensor]:
     """Loss and gradient of one step on global batch `rows` computed by `num_workers` Ray workers.
@@ -163,11 +169,15 @@ def probe_gradients(
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train Lyric2Vec as a Ray Train job.")
     p.add_argument("--data", required=True, help="directory with train/ and val/ (TrainingData.save)")
-    p.add_argument("--out", required=True, help="run directory: checkpoints/ and model/ (shared storage on a cluster)")
+    p.add_argument(
+        "--out", required=True, help="run directory: checkpoints/ and model/ (shared storage on a cluster)"
+    )
     p.add_argument("--preset", default="small", choices=["tiny", "small", "base"])
     p.add_argument("--config", help="JSON file of a full TrainConfig (overrides --preset)")
     p.add_argument("--epochs", type=int, help="override the number of epochs")
-    p.add_argument("--address", default=None, help="Ray address ('auto' inside `ray job submit`); none = local Ray")
+    p.add_argument(
+        "--address", default=None, help="Ray address ('auto' inside `ray job submit`); none = local Ray"
+    )
     p.add_argument("--num-workers", type=int, default=1)
     p.add_argument("--use-gpu", action="store_true")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in --out")

@@ -104,7 +104,9 @@ class TextEncoder:
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         starts = range(0, len(texts), self.batch_size)
-        for s in tqdm(starts, desc="text features", unit="batch", disable=not self.progress or len(starts) < 2):
+        for s in tqdm(
+            starts, desc="text features", unit="batch", disable=not self.progress or len(starts) < 2
+        ):
             batch = self.tokenize(texts[s : s + self.batch_size])
             hidden = self.model(**batch).last_hidden_state  # (b, L, D)
             out[s : s + len(hidden)] = mean_pool(hidden, batch["attention_mask"]).float().cpu().numpy()

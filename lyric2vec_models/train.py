@@ -55,8 +55,13 @@ def make_optimizer(model: Lyric2Vec, config: TrainConfig) -> torch.optim.AdamW:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 and "meta.artist" not in name and "meta.genre" not in name else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            (
+                decay if p.ndim >= 2 and "meta.artist" not in name and "meta.genre" not in name else no_decay
+            ).append(p)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
@@ -75,7 +80,9 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def compute_loss(model: Lyric2Vec, batch: dict, config: TrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def compute_loss(
+    model: Lyric2Vec, batch: dict, config: TrainConfig
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """This rank's slice of a global batch -> the loss of the whole global batch and its named terms.
 
     Views are gathered across ranks with gradients, so W workers see W times the negatives.
@@ -115,7 +122,10 @@ def add_tokens(batch: dict, data: TrainingData, tokenizer, max_length: int, devi
     for key, texts in (("lyrics", data.lyrics_texts), ("desc", data.desc_texts)):
         tok = tokenizer([texts[i] or "" for i in rows], padding=True, truncation=True,
                         max_length=max_length, return_tensors="pt")  # fmt: skip
-        batch[f"{key}_ids"], batch[f"{key}_attn"] = tok["input_ids"].to(device), tok["attention_mask"].to(device)
+        batch[f"{key}_ids"], batch[f"{key}_attn"] = (
+            tok["input_ids"].to(device),
+            tok["attention_mask"].to(device),
+        )
     return batch
 
 
@@ -217,7 +227,11 @@ def _write_model_files(
 def _write_manifest(d: Path, files: list[str], **extra) -> dict:
     entries = {name: file_entry(d / name) for name in files}
     version = f"l2v-{extra.get('preset', 'model')}-{entries['model.safetensors']['sha256'][:12]}"
-    manifest = {"files": entries, "model_version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%S")} | extra
+    manifest = {
+        "files": entries,
+        "model_version": version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    } | extra
     (d / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
 
@@ -260,7 +274,9 @@ def load_model(model_dir: str | Path, device: str = "cpu") -> LoadedModel:
     model.load_state_dict(state)
     model.to(device).eval()
     spec = SpectrogramSpec(**read_json(model_dir / "spec.json"))
-    return LoadedModel(model, config, vocab["artists"], vocab["genres"], spec, manifest["model_version"], manifest)
+    return LoadedModel(
+        model, config, vocab["artists"], vocab["genres"], spec, manifest["model_version"], manifest
+    )
 
 
 def save_checkpoint(ckpt_dir: Path, model, optimizer, config, data: TrainingData, state: dict) -> None:
@@ -406,7 +422,9 @@ def train(
                      "best_val_recall10": result.best_val_recall10}  # fmt: skip
             save_checkpoint(ckpt_root / f"epoch_{epoch:04d}", model, optimizer, config, data_train, state)
             _prune_checkpoints(ckpt_root, config.keep_checkpoints, result.best_epoch)
-            log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in record.items() if isinstance(v, float)})
+            log.info(
+                "epoch %d: %s", epoch, {k: round(v, 4) for k, v in record.items() if isinstance(v, float)}
+            )
         if size > 1:
             dist.barrier()  # ranks wait for rank 0's checkpoint before anyone can be killed past it
         if on_epoch_end is not None:

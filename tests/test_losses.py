@@ -13,7 +13,10 @@ VIEWS = ("lyrics", "desc", "audio", "meta", "fused")
 
 def seeded_batch(B=12, d=16, seed=0):
     g = torch.Generator().manual_seed(seed)
-    views = {v: F.normalize(torch.randn(B, d, generator=g, dtype=torch.float64), dim=-1).requires_grad_() for v in VIEWS}
+    views = {
+        v: F.normalize(torch.randn(B, d, generator=g, dtype=torch.float64), dim=-1).requires_grad_()
+        for v in VIEWS
+    }
     masks = {v: torch.ones(B, dtype=torch.bool) for v in VIEWS}
     masks["lyrics"] = torch.rand(B, generator=g) > 0.3  # some instrumentals
     log_scale = torch.tensor(math.log(1 / 0.07), dtype=torch.float64, requires_grad=True)
@@ -67,7 +70,9 @@ def test_fused_loss_and_gradient_match_reference():
 
 
 def test_each_term_is_named_and_weighted():
-    cfg = LossConfig(infonce_pairs=("lyrics-audio", "audio-meta"), triplet_pairs=("lyrics-audio",), triplet_weight=0.0)
+    cfg = LossConfig(
+        infonce_pairs=("lyrics-audio", "audio-meta"), triplet_pairs=("lyrics-audio",), triplet_weight=0.0
+    )
     views, masks, log_scale = seeded_batch()
     terms = contrastive_losses(views, masks, log_scale.exp(), cfg)
     assert set(terms) == {"infonce_lyrics-audio_loss", "infonce_audio-meta_loss", "triplet_lyrics-audio_loss"}
@@ -88,7 +93,9 @@ def test_masked_rows_do_not_affect_the_pair():
 def test_infonce_limits():
     a = torch.eye(8, dtype=torch.float64)
     assert float(infonce(a, a, torch.tensor(100.0))) < 1e-30  # perfectly aligned, sharp
-    assert math.isclose(float(infonce(a, torch.ones_like(a) / math.sqrt(8), torch.tensor(1.0))), math.log(8), rel_tol=1e-9)
+    assert math.isclose(
+        float(infonce(a, torch.ones_like(a) / math.sqrt(8), torch.tensor(1.0))), math.log(8), rel_tol=1e-9
+    )
     assert float(infonce(a[:1], a[:1], torch.tensor(10.0))) == 0.0  # one row: no negatives, zero loss
     assert math.isclose(float(hard_triplet(a, a, 0.2)), 0.0, abs_tol=1e-12)  # pos 1, hardest neg 0 > margin
 

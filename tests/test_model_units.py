@@ -128,7 +128,7 @@ def test_random_baseline_with_several_relevant_items_is_exact():
     assert base["recall@1"] == pytest.approx(R / G)
     assert base["recall@5"] == pytest.approx(1 - (17 * 16 * 15 * 14 * 13) / (20 * 19 * 18 * 17 * 16))
     sim = np.random.default_rng(0).permuted(np.tile(np.arange(G), (20000, 1)), axis=1)  # random rankings
-    best = (np.argsort(sim, axis=1)[:, :R].min(axis=1) + 1)  # best rank of items 0..R-1
+    best = np.argsort(sim, axis=1)[:, :R].min(axis=1) + 1  # best rank of items 0..R-1
     assert np.mean(1 / best) == pytest.approx(base["mrr"], rel=0.02)
 
 
