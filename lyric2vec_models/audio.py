@@ -71,6 +71,8 @@ def decode_audio(source: bytes | str | Path, sample_rate: int, max_seconds: floa
         handle = str(path)
     try:
         with sf.SoundFile(handle) as f:
+            if "should be" in f.extra_info:  # libsndfile's log when a header promises more data than there is
+                raise AudioError(f"{name}: truncated audio (header and data length disagree)")
             native_rate = f.samplerate
             if max_seconds is not None and f.frames > max_seconds * native_rate:
                 raise AudioError(

@@ -12,6 +12,8 @@ from pathlib import Path
 import polars as pl
 import soundfile as sf
 
+from lyric2vec_models.audio import AudioError, decode_audio
+
 REQUIRED_COLUMNS = ("track_id", "title", "audio_path", "license")
 OPTIONAL_COLUMNS = ("artist", "genre", "lyrics", "lyrics_path", "language")
 
@@ -84,7 +86,7 @@ def _read_lyrics(row: dict, base: Path, limits: IngestLimits) -> tuple[str | Non
 
 
 def _probe_audio(path: Path, limits: IngestLimits) -> tuple[str | None, str, float]:
-    """Cheap header probe -> (error reason or None, detail, duration seconds). Decoding comes later."""
+    """-> (error reason or None, detail, duration seconds). The header is checked before decoding."""
     if not path.is_file():
         return "missing_audio_file", f"{path} does not exist", 0.0
     size = path.stat().st_size
@@ -96,11 +98,26 @@ def _probe_audio(path: Path, limits: IngestLimits) -> tuple[str | None, str, flo
         info = sf.info(str(path))
     except Exception as exc:
         return "undecodable_audio", f"{path}: {exc}", 0.0
+    if "should be" in info.extra_info:  # libsndfile: the header promises more data than the file has
+        return "truncated_audio", f"{path}: header and data length disagree (file cut short)", 0.0
     if info.frames <= 0:
         return "empty_audio", f"{path}: no audio frames", 0.0
     if info.duration > limits.max_audio_seconds:
         return "audio_too_long", f"{path}: {info.duration:.0f} s, limit {limits.max_audio_seconds:.0f} s", 0.0
+    try:  # a full decode at the native rate: catches data cut short after a good header, and silence
+        decode_audio(path, info.samplerate)
+    except AudioError as exc:
+        return audio_error_code(exc), str(exc), 0.0
     return None, "", float(info.duration)
+
+
+def audio_error_code(exc: AudioError) -> str:
+    """Short quarantine reason for an AudioError from decode_audio."""
+    text = str(exc)
+    for needle, code in (("silent", "silent_audio"), ("truncated", "truncated_audio"), ("zero samples", "empty_audio")):
+        if needle in text:
+            return code
+    return "undecodable_audio"
 
 
 def validate_manifest(

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from data_contracts.contracts import CLIPS_SCHEMA, QUARANTINE_SCHEMA, TRACKS_SCHEMA
 from lyric2vec_models.artifacts import atomic_dir, atomic_path, write_json_atomic
 from lyric2vec_models.audio import AudioError, LogMel, SpectrogramSpec, decode_audio, fixed_windows
-from lyric2vec_pipeline.ingest import IngestLimits, validate_manifest
+from lyric2vec_pipeline.ingest import IngestLimits, audio_error_code, validate_manifest
 from lyric2vec_pipeline.metadata import md_image, md_table, spectrogram_figure, png_bytes
 from lyric2vec_pipeline.resources import LyricHome, refresh_dimensions, replace_partition
 from lyric2vec_pipeline.assets.sources import catalogue_partitions, songbook_sources, user_manifest
@@ -175,10 +175,9 @@ def spectrograms(context: dg.AssetExecutionContext, home: LyricHome) -> dg.Mater
         try:
             wave = decode_audio(r["audio_path"], SPEC.sample_rate)
         except AudioError as exc:
-            reason = str(exc).split(": ", 1)[-1]
-            code = "silent_audio" if "silent" in reason else "truncated_audio" if "truncated" in reason else "undecodable_audio"
+            # `tracks` decoded user audio already; this catches files changed or lost since then
             bad.append({"partition": partition, "stage": "spectrograms", "track_id": r["track_id"][0],
-                        "source": r["audio_path"], "reason": code, "detail": str(exc)})
+                        "source": r["audio_path"], "reason": audio_error_code(exc), "detail": str(exc)})
             continue
         windows = fixed_windows(wave, SPEC.clip_samples)
         for clip_id, track_id, w, program in zip(r["clip_id"], r["track_id"], r["window"], r["program_name"], strict=True):

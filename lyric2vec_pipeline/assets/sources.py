@@ -34,10 +34,18 @@ class SongbookSourceConfig(dg.Config):
     soundfont: str = Field("", description="Path to an .sf2 (empty = TimGM6mb.sf2 from pretty_midi).")
 
 
-def _write_source(home: LyricHome, partition: str, rows: list[dict]) -> Path:
+CLIP_STRUCT = pl.Struct({"clip_id": pl.Utf8, "track_id": pl.Utf8, "program_name": pl.Utf8, "audio_path": pl.Utf8})
+SONGBOOK_SOURCE_SCHEMA = {
+    **{c: pl.Utf8 for c in ("track_id", "title", "artist", "genre", "language", "key", "mode", "meter")},
+    "parts": pl.Int64, "license": pl.Utf8, "source": pl.Utf8, "lyrics": pl.Utf8, "duration_s": pl.Float64,
+    "source_kind": pl.Utf8, "words": pl.Utf8, "clips": pl.List(CLIP_STRUCT), "error": pl.Utf8, "error_detail": pl.Utf8,
+}
+
+
+def _write_source(home: LyricHome, partition: str, df: pl.DataFrame) -> Path:
     target = home.path("sources", f"{partition}.parquet")
     with atomic_path(target) as tmp:
-        pl.DataFrame(rows, infer_schema_length=None).write_parquet(tmp)
+        df.write_parquet(tmp)
     return target
 
 
@@ -57,19 +65,18 @@ def songbook_sources(context: dg.AssetExecutionContext, config: SongbookSourceCo
     results = build_partition(collection, home.path("songbook", "audio"), cfg)
     rows = []
     for r in results:
-        work = r.get("work") or {"track_id": r.get("track_id"), "title": None}
-        rows.append(
-            {
-                **work,
-                "source_kind": "songbook",
-                "source": (work.get("source") or f"music21 core corpus: {r['rel_path']}"),
-                "words": json.dumps(r.get("words", []), ensure_ascii=False),
-                "clips": r.get("clips", []),
-                "error": r.get("error"),
-                "error_detail": r.get("detail"),
-            }
-        )
-    path = _write_source(home, partition, rows)
+        work = r.get("work") or {"track_id": r.get("track_id")}
+        row = {
+            **work,
+            "source_kind": "songbook",
+            "source": work.get("source") or f"music21 core corpus: {r['rel_path']}",
+            "words": json.dumps(r.get("words", []), ensure_ascii=False),
+            "clips": r.get("clips", []),
+            "error": r.get("error"),
+            "error_detail": r.get("detail"),
+        }
+        rows.append({c: row.get(c) for c in SONGBOOK_SOURCE_SCHEMA})
+    path = _write_source(home, partition, pl.DataFrame(rows, schema=SONGBOOK_SOURCE_SCHEMA))
     n_err = sum(r["error"] is not None for r in rows)
     n_clips = sum(len(r["clips"]) for r in rows)
     return dg.MaterializeResult(
@@ -111,7 +118,7 @@ def user_manifest(context: dg.AssetExecutionContext, home: LyricHome) -> dg.Mate
     df = df.with_columns(
         pl.lit(str(manifest_path)).alias("manifest_path"), pl.lit("user").alias("source_kind")
     )
-    path = _write_source(home, partition, df.to_dicts())
+    path = _write_source(home, partition, df)
     return dg.MaterializeResult(
         metadata={
             "applicable": True,
