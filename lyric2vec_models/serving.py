@@ -214,10 +214,16 @@ class SearchEngine:
         """Poll the manifests every `every_s` seconds and reload when one changed (each worker on its own)."""
 
         def loop():
+            failed = None  # fingerprint of a home that did not load: not retried until it changes again
             while not self._stop.wait(every_s):
+                fingerprint = home_fingerprint(self.home)
+                if fingerprint in (self._snapshot.fingerprint, failed):
+                    continue
                 try:
                     self.reload(force=False)
+                    failed = None
                 except Exception as exc:  # half-written home, mismatched versions: keep serving the old one
+                    failed = fingerprint
                     log.warning("reload skipped, still serving %s: %s", self._snapshot.model_version, exc)
 
         self._watcher = threading.Thread(target=loop, name="lyric2vec-index-watcher", daemon=True)

@@ -147,6 +147,33 @@ def test_engine_modals_and_reasons(home):
         assert err.value.reason == reason and 400 <= err.value.status < 500
 
 
+def test_engine_refuses_mismatched_home_and_watcher_swaps(tmp_path):
+    from lyric2vec_models.artifacts import ArtifactError
+
+    v1 = build_home(tmp_path, n_tracks=12, seed=2)
+    engine = SearchEngine(tmp_path)
+    assert engine.snapshot.model_version == v1
+    # new weights but old indexes: refused, naming the manifest; the loaded snapshot keeps serving
+    cfg = preset("tiny")
+    cfg.seed = 3
+    save_model(build_model(cfg, len(ARTISTS), len(GENRES)), cfg, tmp_path / "models" / "other",
+               artist_vocab=ARTISTS, genre_vocab=GENRES)  # fmt: skip
+    (tmp_path / "models" / "current").unlink()
+    (tmp_path / "models" / "current").symlink_to("other")
+    with pytest.raises(ArtifactError, match=r"manifest\.json: index built for model_version"):
+        engine.reload()
+    assert engine.search("text", "sea", k=3)["model_version"] == v1
+    # a consistent new home is picked up by the manifest watcher alone
+    engine.watch(0.2)
+    v2 = build_home(tmp_path, n_tracks=15, seed=4)
+    deadline = time.monotonic() + 60
+    while engine.snapshot.model_version != v2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    engine.close()
+    assert engine.snapshot.model_version == v2 and engine.snapshot.galleries["fused"].ntotal == 15
+    assert len(engine.search("fused", "sea", k=50)["results"]) == 15
+
+
 # ---------------------------------------------------------------- level 2: ASGI (to_asgi + test client)
 
 
