@@ -1,13 +1,16 @@
 """The catalogue: tracks (DuckDB), lyrics (parquet) and spectrograms (float16 on disk), per partition."""
 
 
+import functools
 import hashlib
 import json
+import multiprocessing as mp
 import time
 
 import dagster as dg
 import numpy as np
 import polars as pl
+import torch
 from tqdm import tqdm
 
 from data_contracts.contracts import CLIPS_SCHEMA, QUARANTINE_SCHEMA, TRACKS_SCHEMA
@@ -19,6 +22,25 @@ from lyric2vec_pipeline.resources import LyricHome, refresh_dimensions, replace_
 from lyric2vec_pipeline.assets.sources import catalogue_partitions, songbook_sources, user_manifest
 
 SPEC = SpectrogramSpec()
+SPECTROGRAM_WORKERS = 2  # processes, one torch thread each
+
+
+def _file_mels(args: tuple[str, list[int]]) -> tuple[dict[int, np.ndarray], AudioError | None]:
+    """Decode one audio file and return {window: float16 log-mel (n_mels, clip_frames)} for the asked windows."""
+    path, wanted = args
+    torch.set_num_threads(1)
+    try:
+        wave = decode_audio(path, SPEC.sample_rate)
+    except AudioError as exc:
+        return {}, exc
+    windows = fixed_windows(wave, SPEC.clip_samples)
+    logmel = _logmel()
+    return {w: logmel(windows[w]).numpy().astype(np.float16) for w in wanted if w < len(windows)}, None
+
+
+@functools.lru_cache(maxsize=1)
+def _logmel() -> LogMel:
+    return LogMel(SPEC)
 
 
 def _frame(rows: list[dict], schema: dict[str, str]) -> pl.DataFrame:
@@ -38,10 +60,16 @@ def _windows_for(duration_s: float) -> int:
 
 def _songbook_rows(src: pl.DataFrame, partition: str) -> tuple[list[dict], list[dict], list[dict]]:
     tracks, clips, quarantine = [], [], []
+    seen: set[str] = set()
     for r in src.iter_rows(named=True):
         if r["error"]:
             quarantine.append({"track_id": r["track_id"], "source": r["source"], "reason": r["error"], "detail": r["error_detail"]})
             continue
+        if r["track_id"] in seen:  # the same work shipped twice (e.g. as .mxl and .xml)
+            quarantine.append({"track_id": r["track_id"], "source": r["source"], "reason": "duplicate_track_id",
+                               "detail": "the same work appears earlier in this partition under another file"})
+            continue
+        seen.add(r["track_id"])
         tracks.append({**r, "has_lyrics": bool(r["lyrics"]), "partition": partition})
         for c in r["clips"]:
             clips.append({**c, "window": 0, "partition": partition})
@@ -168,25 +196,24 @@ def spectrograms(context: dg.AssetExecutionContext, home: LyricHome) -> dg.Mater
     partition = context.partition_key
     t0 = time.perf_counter()
     clips_df = home.table("clips", "WHERE partition = ? ORDER BY clip_id", [partition])
-    logmel = LogMel(SPEC)
     mels, index, bad = [], [], []
     by_file = clips_df.group_by("audio_path", maintain_order=True).agg(pl.col("clip_id"), pl.col("track_id"), pl.col("window"), pl.col("program_name"))
-    for r in tqdm(by_file.iter_rows(named=True), total=len(by_file), desc=f"spectrograms/{partition}", unit="file"):
-        try:
-            wave = decode_audio(r["audio_path"], SPEC.sample_rate)
-        except AudioError as exc:
-            # `tracks` decoded user audio already; this catches files changed or lost since then
-            bad.append({"partition": partition, "stage": "spectrograms", "track_id": r["track_id"][0],
-                        "source": r["audio_path"], "reason": audio_error_code(exc), "detail": str(exc)})
-            continue
-        windows = fixed_windows(wave, SPEC.clip_samples)
-        for clip_id, track_id, w, program in zip(r["clip_id"], r["track_id"], r["window"], r["program_name"], strict=True):
-            if w >= len(windows):
+    files = list(by_file.iter_rows(named=True))
+    with mp.get_context("fork").Pool(SPECTROGRAM_WORKERS) as pool:
+        results = pool.imap(_file_mels, [(r["audio_path"], sorted(set(r["window"]))) for r in files], chunksize=4)
+        for r, (windows, error) in tqdm(zip(files, results, strict=True), total=len(files), desc=f"spectrograms/{partition}", unit="file"):
+            if error is not None:
+                # `tracks` decoded user audio already; this catches files changed or lost since then
+                bad.append({"partition": partition, "stage": "spectrograms", "track_id": r["track_id"][0],
+                            "source": r["audio_path"], "reason": audio_error_code(error), "detail": str(error)})
                 continue
-            mel = logmel(windows[w]).numpy().astype(np.float16)  # (n_mels, clip_frames)
-            index.append({"clip_id": clip_id, "track_id": track_id, "row": len(mels), "program": program,
-                          "program_name": program, "window": w, "sha256": hashlib.sha256(mel.tobytes()).hexdigest()})
-            mels.append(mel)
+            for clip_id, track_id, w, program in zip(r["clip_id"], r["track_id"], r["window"], r["program_name"], strict=True):
+                if w not in windows:
+                    continue
+                mel = windows[w]
+                index.append({"clip_id": clip_id, "track_id": track_id, "row": len(mels), "program": program,
+                              "program_name": program, "window": w, "sha256": hashlib.sha256(mel.tobytes()).hexdigest()})
+                mels.append(mel)
     arr = np.stack(mels) if mels else np.zeros((0, SPEC.n_mels, SPEC.clip_frames), dtype=np.float16)
     out_dir = home.path("spectrograms", partition)
     with atomic_dir(out_dir) as tmp:

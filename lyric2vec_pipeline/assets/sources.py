@@ -76,7 +76,8 @@ def songbook_sources(context: dg.AssetExecutionContext, config: SongbookSourceCo
             "error_detail": r.get("detail"),
         }
         rows.append({c: row.get(c) for c in SONGBOOK_SOURCE_SCHEMA})
-    path = _write_source(home, partition, pl.DataFrame(rows, schema=SONGBOOK_SOURCE_SCHEMA))
+    df = pl.DataFrame(rows, schema=SONGBOOK_SOURCE_SCHEMA)
+    path = _write_source(home, partition, df)
     n_err = sum(r["error"] is not None for r in rows)
     n_clips = sum(len(r["clips"]) for r in rows)
     return dg.MaterializeResult(
@@ -89,7 +90,7 @@ def songbook_sources(context: dg.AssetExecutionContext, config: SongbookSourceCo
             "vocals": cfg.render.vocals,
             "seconds": round(time.perf_counter() - t0, 1),
             "path": dg.MetadataValue.path(str(path)),
-            "preview": md_table(pl.DataFrame(rows).select("track_id", "title", "artist", "error")),
+            "preview": md_table(df.select("track_id", "title", "artist", "error")),
         }
     )
 
