@@ -16,10 +16,11 @@ from tqdm import tqdm
 from data_contracts.contracts import CLIPS_SCHEMA, QUARANTINE_SCHEMA, TRACKS_SCHEMA
 from lyric2vec_models.artifacts import atomic_dir, atomic_path, write_json_atomic
 from lyric2vec_models.audio import AudioError, LogMel, SpectrogramSpec, decode_audio, fixed_windows
-from lyric2vec_pipeline.ingest import IngestLimits, audio_error_code, validate_manifest
-from lyric2vec_pipeline.metadata import md_image, md_table, spectrogram_figure, png_bytes
-from lyric2vec_pipeline.resources import LyricHome, refresh_dimensions, replace_partition
 from lyric2vec_pipeline.assets.sources import catalogue_partitions, songbook_sources, user_manifest
+from lyric2vec_pipeline.ingest import IngestLimits, audio_error_code, validate_manifest
+from lyric2vec_pipeline.metadata import md_image, md_table, png_bytes, spectrogram_figure
+from lyric2vec_pipeline.resources import LyricHome, refresh_dimensions, replace_partition
+from lyric2vec_pipeline.songbook.build import default_signals
 
 SPEC = SpectrogramSpec()
 SPECTROGRAM_WORKERS = 2  # processes, one torch thread each
@@ -100,6 +101,7 @@ def _user_rows(src: pl.DataFrame, partition: str, existing: set[str]) -> tuple[l
 def tracks(context: dg.AssetExecutionContext, home: LyricHome) -> dg.MaterializeResult:
     """Validated tracks, their audio clips and the quarantine (bad rows with a reason) in DuckDB."""
     partition = context.partition_key
+    t0 = time.perf_counter()
     src = pl.read_parquet(home.path("sources", f"{partition}.parquet"))
     with home.connect() as con:
         existing = {r[0] for r in con.execute("SELECT track_id FROM tracks WHERE partition <> ?", [partition]).fetchall()}
@@ -133,6 +135,7 @@ def tracks(context: dg.AssetExecutionContext, home: LyricHome) -> dg.Materialize
             "clips": len(clips_df),
             "quarantined": len(quarantine_df),
             "quarantine_reasons": md_table(reasons),
+            "seconds": round(time.perf_counter() - t0, 2),
             "database": dg.MetadataValue.path(str(home.db_path)),
             "preview": md_table(tracks_df.select("track_id", "title", "artist", "genre", "language", "license")),
         }
@@ -153,6 +156,7 @@ def _stage_texts(home: LyricHome, partition: str, rows: list[dict]) -> None:
 def lyrics(context: dg.AssetExecutionContext, home: LyricHome) -> dg.MaterializeResult:
     """Cleaned UTF-8 lyrics per track with word onsets (NULL lyrics = instrumental)."""
     partition = context.partition_key
+    t0 = time.perf_counter()
     tracks_df = home.table("tracks", "WHERE partition = ? ORDER BY track_id", [partition])
     staged = pl.read_parquet(home.path("staging", f"{partition}.texts.parquet"))
     words_by_id = dict(zip(staged["track_id"], staged["words"], strict=True))
@@ -184,6 +188,7 @@ def lyrics(context: dg.AssetExecutionContext, home: LyricHome) -> dg.Materialize
             "with_lyrics": int(df["lyrics"].is_not_null().sum()),
             "words": int(df["n_words"].sum()) if len(df) else 0,
             "bytes": target.stat().st_size,
+            "seconds": round(time.perf_counter() - t0, 2),
             "path": dg.MetadataValue.path(str(target)),
             "preview": md_table(df.select("track_id", "language", "n_words", "lyrics")),
         }
@@ -199,7 +204,7 @@ def spectrograms(context: dg.AssetExecutionContext, home: LyricHome) -> dg.Mater
     mels, index, bad = [], [], []
     by_file = clips_df.group_by("audio_path", maintain_order=True).agg(pl.col("clip_id"), pl.col("track_id"), pl.col("window"), pl.col("program_name"))
     files = list(by_file.iter_rows(named=True))
-    with mp.get_context("fork").Pool(SPECTROGRAM_WORKERS) as pool:
+    with mp.get_context("fork").Pool(SPECTROGRAM_WORKERS, initializer=default_signals) as pool:
         results = pool.imap(_file_mels, [(r["audio_path"], sorted(set(r["window"]))) for r in files], chunksize=4)
         for r, (windows, error) in tqdm(zip(files, results, strict=True), total=len(files), desc=f"spectrograms/{partition}", unit="file"):
             if error is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import re
+import signal
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -99,7 +100,14 @@ def build_partition(partition: str, audio_dir: Path, cfg: SongbookConfig) -> lis
         parse_work(paths[0])
     ctx = mp.get_context("fork")
     results = []
-    with ctx.Pool(max(1, min(cfg.workers, os.cpu_count() or 1)), maxtasksperchild=1) as pool:
+    with ctx.Pool(max(1, min(cfg.workers, os.cpu_count() or 1)), initializer=default_signals, maxtasksperchild=1) as pool:
         for r in tqdm(pool.imap(_build_one, jobs), total=len(jobs), desc=f"songbook/{partition}", unit="work"):
             results.append(r)
     return results
+
+
+def default_signals() -> None:
+    """Pool initializer: forked workers drop the parent's (Dagster's) signal handlers, so that closing the
+    pool ends them quietly instead of raising the parent's interrupt error in each worker."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
