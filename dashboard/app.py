@@ -45,10 +45,12 @@ def fmt(v, digits: int = 1) -> str:
 COUNT_COLUMNS = ("n_queries", "gallery_size", "requests", "errors", "count")
 
 
-def metric_frame(rows: list[dict], digits: int = 3):
-    """A table of metrics in a readable column order: counts as integers, the rest to `digits` places."""
+def metric_frame(rows: list[dict], digits: int = 3, reorder: bool = True):
+    """A table of metrics (retrieval metrics in a readable column order): counts as integers, the rest to
+    `digits` places."""
     df = pd.DataFrame(rows)
-    df = df[src.metric_column_order(list(df.columns))]
+    if reorder:
+        df = df[src.metric_column_order(list(df.columns))]
     numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and df[c].dtype != bool]
     formats = {
         c: ("{:,.0f}" if c in COUNT_COLUMNS else f"{{:,.{1 if c == 'median_rank' else digits}f}}")
@@ -240,7 +242,7 @@ with section("Evaluation"):
                     f"Ablations: {metric}, gallery represented by one view (rows) per query (columns)"
                 )
                 st.dataframe(pivot.fillna("—"))
-                st.caption("* the gallery vector contains the query's own input (not cross-modal). "
+                st.caption("\\* the gallery vector contains the query's own input (not cross-modal). "
                            "Random baseline: exact expectation for the full test gallery; "
                            "per-cell baselines and gallery sizes below.")  # fmt: skip
             with st.expander("All ablation metrics"):
@@ -290,12 +292,12 @@ def service_metrics() -> None:
                        help="slowest modal's p99")  # fmt: skip
         table = pd.DataFrame(rows)
         c1, c2 = st.columns([3, 2])
-        c1.dataframe(metric_frame(rows, digits=2), hide_index=True)
+        c1.dataframe(metric_frame(rows, digits=2, reorder=False), hide_index=True)
         c2.bar_chart(table.set_index("modal")[["p50 ms", "p99 ms"]].fillna(0.0), stack=False,
                      y_label="ms", height=240)  # fmt: skip
         stages = src.stage_table(now)
         if stages:
-            st.dataframe(metric_frame(stages, digits=2), hide_index=True)
+            st.dataframe(metric_frame(stages, digits=2, reorder=False), hide_index=True)
         st.caption("p50/p99 from the lyric2vec_request_seconds histogram buckets since the service started "
                    "(interpolated as PromQL histogram_quantile); req/s between the last two scrapes.")  # fmt: skip
 

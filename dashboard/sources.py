@@ -394,10 +394,9 @@ def latency_table(now: Scrape, before: Scrape | None) -> list[dict]:
         p50, p99 = h.quantile(0.5), h.quantile(0.99)
         rate = (n - sum(old.get(k, 0.0) for k in keys)) / dt if dt > 0 else None
         rows.append({
-            "modal": modal, "requests": int(n), "errors": int(errors),
+            "modal": modal, "requests": int(n), "errors": int(errors), "req/s": rate,
             "p50 ms": None if p50 is None else 1000 * p50, "p99 ms": None if p99 is None else 1000 * p99,
             "mean ms": 1000 * h.total / h.count if h.count else None,
-            "req/s": rate,
         })  # fmt: skip
     return rows
 
