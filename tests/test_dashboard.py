@@ -209,9 +209,9 @@ def stack(tmp_path_factory):
         stop(api)
 
 
-def app_test(home: Path, api_url: str) -> AppTest:
-    os.environ["LYRIC2VEC_HOME"] = str(home)
-    os.environ["LYRIC2VEC_API_URL"] = api_url
+def app_test(monkeypatch, home: Path, api_url: str) -> AppTest:
+    monkeypatch.setenv("LYRIC2VEC_HOME", str(home))  # the app reads both on every run
+    monkeypatch.setenv("LYRIC2VEC_API_URL", api_url)
     return AppTest.from_file(str(APP), default_timeout=60)
 
 
@@ -243,8 +243,8 @@ def test_umap_asset_writes_projection_and_png(stack):
     )
 
 
-def test_apptest_empty_home_names_missing_artifacts_and_api(tmp_path):
-    at = app_test(tmp_path / "nothing", f"http://127.0.0.1:{free_port()}").run()
+def test_apptest_empty_home_names_missing_artifacts_and_api(tmp_path, monkeypatch):
+    at = app_test(monkeypatch, tmp_path / "nothing", f"http://127.0.0.1:{free_port()}").run()
     assert not at.exception, [e.value for e in at.exception]
     infos, warnings = " ".join(texts(at, "info")), " ".join(texts(at, "warning"))
     assert f"{tmp_path / 'nothing' / 'umap' / 'projection.parquet'}" in infos and "make pipeline" in infos
@@ -257,9 +257,23 @@ def test_apptest_empty_home_names_missing_artifacts_and_api(tmp_path):
     assert not at.exception and any("not reachable" in w for w in texts(at, "warning"))
 
 
-def test_apptest_renders_map_search_eval_and_metrics(stack):
+def test_apptest_unreadable_artifacts_are_named(tmp_path, monkeypatch):
+    (tmp_path / "umap").mkdir()
+    (tmp_path / "umap" / "projection.parquet").write_bytes(b"PAR1 truncated")
+    (tmp_path / "eval_report.json").write_text('{"directions": {"lyrics->audio": ')
+    at = app_test(monkeypatch, tmp_path, f"http://127.0.0.1:{free_port()}").run()
+    assert not at.exception, [e.value for e in at.exception]
+    infos = texts(at, "info")
+    assert any("projection.parquet` is not a readable parquet file" in i for i in infos), infos
+    assert any("eval_report.json` is not valid JSON" in i for i in infos), infos
+    (tmp_path / "eval_report.json").write_text('{"model_version": "v0", "notes": "no metrics yet"}')
+    at = app_test(monkeypatch, tmp_path, f"http://127.0.0.1:{free_port()}").run()
+    assert not at.exception and any("no recall@k / mrr blocks" in w for w in texts(at, "warning"))
+
+
+def test_apptest_renders_map_search_eval_and_metrics(stack, monkeypatch):
     home, built, api_url = stack
-    at = app_test(home, api_url).run()
+    at = app_test(monkeypatch, home, api_url).run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, texts(at, "error")
     assert not at.warning, texts(at, "warning")
