@@ -59,8 +59,45 @@ dagster: setup
 	mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
 	.venv/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
+CLI := $(PY) -m lyric2vec_pipeline.cli
+
+# Text features, splits and a Ray Train job (local Ray on 127.0.0.1; see lyric2vec_pipeline/assets/learning.py).
+train: setup
+	$(CLI) assets text_features splits trained_model
+
+# Evaluate on the test split (the recall-floor check promotes the model) and print the report.
+eval: setup
+	$(CLI) assets eval_report
+	$(CLI) report
+
+# Embeddings of every track from the promoted model.
+export: setup
+	$(CLI) assets embeddings
+
+# One FAISS index per gallery (audio, lyrics, fused), swapped in atomically.
+faiss: setup
+	$(CLI) assets faiss_index
+
+# The search API on 127.0.0.1:8080 (see bento/README.md for the curl examples).
+api: setup
+	.venv/bin/bentoml serve bento.service:Lyric2Vec --host 127.0.0.1 --port 8080
+
+# The dashboard on 127.0.0.1:8501 (reads artifacts and the API at LYRIC2VEC_API_URL).
+dash: setup
+	.venv/bin/streamlit run dashboard/app.py --server.address 127.0.0.1 --server.port 8501 --server.headless true
+
+# docker compose (API, Dagster, Prometheus, Grafana): needs a Docker engine (not on the dev box).
+up: setup
+	.venv/bin/bentoml build -f bento/bentofile.yaml .
+	.venv/bin/bentoml containerize lyric2vec:latest --image-tag lyric2vec-api:0.1.0
+	docker compose -f deployments/compose/docker-compose.yaml up -d
+down:
+	docker compose -f deployments/compose/docker-compose.yaml down
+
 bench: setup
 	$(PY) bench/songbook_build.py
+	$(PY) bench/train_throughput.py
+	$(PY) bench/serve.py
 
 clean:
 	rm -rf $(LYRIC2VEC_HOME) .pytest_cache .ruff_cache

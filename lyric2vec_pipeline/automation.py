@@ -15,7 +15,7 @@ CATALOGUE_ASSETS = ["user_manifest", "tracks", "lyrics", "spectrograms"]
 # Everything from training on: features are cached, so a retrain recomputes only what changed.
 retrain_job = dg.define_asset_job(
     "retrain",
-    selection=dg.AssetSelection.assets("text_features").downstream(),
+    selection=dg.AssetSelection.assets("text_features", "splits").downstream(),
     description="Re-split, retrain, evaluate, and (if the evaluation gate passes) re-export and re-index.",
 )
 weekly_retrain = dg.ScheduleDefinition(

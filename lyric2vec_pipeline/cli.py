@@ -7,6 +7,7 @@ materialization made here shows in `dagster dev` with its metadata and lineage.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -16,13 +17,17 @@ import dagster as dg
 from rich.console import Console
 from rich.table import Table
 
-from lyric2vec_pipeline.assets.sources import SONGBOOK_PARTITION_KEYS, register_user_batch
-from lyric2vec_pipeline.assets.sources import catalogue_partitions
+from lyric2vec_pipeline.assets.sources import (
+    SONGBOOK_PARTITION_KEYS,
+    catalogue_partitions,
+    register_user_batch,
+)
 from lyric2vec_pipeline.checks import catalogue_checks
-from lyric2vec_pipeline.definitions import catalogue_assets
+from lyric2vec_pipeline.definitions import catalogue_assets, model_assets, model_checks
 from lyric2vec_pipeline.resources import LyricHome, default_home
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)
+SAMPLE_TEXT = "a slow German chorale in a minor key, organ"
 
 
 def instance_for(home: LyricHome) -> dg.DagsterInstance:
@@ -60,7 +65,7 @@ def materialize_partition(instance: dg.DagsterInstance, home: LyricHome, partiti
 def summary_table(home: LyricHome, timings: dict[str, float]) -> Table:
     table = Table(title=f"Lyric2Vec catalogue at {home.root}")
     for col in ("partition", "tracks", "with lyrics", "instrumental", "clips", "quarantined", "seconds"):
-        table.add_column(col, justify="right" if col != "partition" else "left")
+        table.add_column(col, justify="right" if col != "partition" else "left", no_wrap=True)
     with home.connect(read_only=True) as con:
         rows = con.execute(
             """
@@ -85,6 +90,75 @@ def summary_table(home: LyricHome, timings: dict[str, float]) -> Table:
     return table
 
 
+STAGES = {  # stage -> unpartitioned assets it materializes after the catalogue
+    "catalogue": [],
+    "prep": ["text_features", "splits"],
+    "all": [a.key.to_user_string() for a in model_assets],
+}
+
+
+def materialize_assets(instance: dg.DagsterInstance, home: LyricHome, names: list[str]) -> bool:
+    """Materialize the named unpartitioned assets (in graph order) with their checks."""
+    by_name = {a.key.to_user_string(): a for a in model_assets}
+    unknown = sorted(set(names) - set(by_name))
+    if unknown:
+        raise SystemExit(f"unknown asset(s) {unknown}; choose from {sorted(by_name)}")
+    selected = [by_name[n] for n in by_name if n in names]
+    checks = [c for c in model_checks if any(k.asset_key.to_user_string() in names for k in c.check_keys)]
+    result = dg.materialize(
+        [*selected, *checks], instance=instance, resources={"home": home}, raise_on_error=False,
+    )
+    for event in result.get_asset_check_evaluations():
+        colour = "green" if event.passed else "red"
+        console.print(f"[{colour}]check {event.asset_key.to_user_string()}:{event.check_name} "
+                      f"{'passed' if event.passed else 'FAILED'}")
+    return result.success
+
+
+def cmd_assets(args: argparse.Namespace) -> int:
+    home = LyricHome(home=args.home)
+    return 0 if materialize_assets(instance_for(home), home, args.names) else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lyric2vec_pipeline.assets.learning import format_report
+
+    path = LyricHome(home=args.home).path("eval_report.json")
+    if not path.exists():
+        console.print(f"[red]{path} does not exist: run `make eval` (or `make pipeline`) first")
+        return 1
+    console.print(format_report(json.loads(path.read_text())))
+    return 0
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    """Three searches through the same engine the HTTP service uses: text, audio, fused."""
+    import base64
+
+    from lyric2vec_models.serving import SearchEngine
+
+    home = LyricHome(home=args.home)
+    engine = SearchEngine(home.root)
+    with home.connect(read_only=True) as con:
+        clip = con.execute("SELECT track_id, audio_path FROM clips ORDER BY clip_id LIMIT 1").fetchone()
+    audio_b64 = base64.b64encode(Path(clip[1]).read_bytes()).decode()
+    queries = [
+        ("text", {"query": args.text}, f"text: {args.text!r} -> audio gallery"),
+        ("audio", {"audio_b64": audio_b64}, f"audio: clip of {clip[0]} -> lyrics gallery"),
+        ("fused", {"query": args.text, "audio_b64": audio_b64}, "fused: that text + that clip -> fused gallery"),
+    ]
+    for modal, kwargs, title in queries:
+        response = engine.search(modal, k=5, **kwargs)
+        table = Table(title=f"{title}  ({response['timings']['total_ms']:.0f} ms, {response['model_version']})")
+        for col in ("rank", "track_id", "title", "artist", "genre", "score"):
+            table.add_column(col, no_wrap=col in ("rank", "score"))
+        for i, r in enumerate(response["results"], 1):
+            table.add_row(str(i), r["track_id"], str(r["title"])[:40], str(r["artist"]), str(r["genre"]), f"{r['score']:.3f}")
+        console.print(table)
+    engine.close()
+    return 0
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     home = LyricHome(home=args.home)
     instance = instance_for(home)
@@ -102,6 +176,16 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     console.print(summary_table(home, timings))
     if not ok:
         console.print("[red]some partitions failed: see the run logs in `dagster dev` (make dagster)")
+        return 1
+    names = STAGES[args.stage]
+    if names:
+        console.print(f"[bold]materializing {', '.join(names)}")
+        t0 = time.perf_counter()
+        ok = materialize_assets(instance, home, names)
+        console.print(f"model assets: {'done' if ok else '[red]FAILED[/]'} in {time.perf_counter() - t0:.0f} s")
+    if ok and args.stage == "all":
+        cmd_report(args)
+        cmd_samples(args)
     return 0 if ok else 1
 
 
@@ -124,12 +208,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-vocals", action="store_true", help="render without the chanted vocal track")
     p.add_argument("--stage", choices=["catalogue", "prep", "all"], default="all",
                    help="stop after the catalogue, after training inputs, or build everything")
+    p.add_argument("--text", default=SAMPLE_TEXT, help="text of the sample searches")
     p.add_argument("--force", action="store_true", help="rebuild partitions that are already built")
     p.set_defaults(fn=cmd_pipeline)
     i = sub.add_parser("ingest", help="ingest a user manifest (CSV, JSONL or Parquet) as a new batch")
     i.add_argument("manifest")
     i.add_argument("--batch", required=True, help="batch name; the partition key is user-<batch>")
     i.set_defaults(fn=cmd_ingest)
+    a = sub.add_parser("assets", help="materialize unpartitioned assets by name (with their checks)")
+    a.add_argument("names", nargs="+")
+    a.set_defaults(fn=cmd_assets)
+    r = sub.add_parser("report", help="print eval_report.json as tables")
+    r.set_defaults(fn=cmd_report)
+    q = sub.add_parser("samples", help="three sample searches (text, audio, fused) over the built indexes")
+    q.add_argument("--text", default=SAMPLE_TEXT)
+    q.set_defaults(fn=cmd_samples)
     s = sub.add_parser("summary", help="print the catalogue summary")
     s.set_defaults(fn=lambda a: console.print(summary_table(LyricHome(home=a.home), {})) or 0)
     args = parser.parse_args(argv)
