@@ -1,0 +1,233 @@
+"""Unlimited (text, chanted audio) pairs made with the songbook renderer's own code path.
+
+Each example is a synthetic `SongbookWork`: a word sequence (a slice of a source lyric, words drawn
+from a vocabulary, or made-up syllable words), one word per note onset at a random tempo, a melody
+random walk with 0-3 harmony parts, rendered with `render_instruments` on a random General MIDI
+program and `render_voice` (espeak-ng, the songbook's chant) at random gains and speech rates. The
+label is the normalised character string of the words whose onsets fall inside the clip.
+
+espeak-ng keeps internal state between utterances, so a batch is rendered in a fresh forked process
+(`generate`): the samples of a batch depend only on its seeds and the config.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from lyric2vec_pipeline.songbook import render as R
+from lyric2vec_pipeline.songbook.corpus import NoteEvent, SongbookWork, Word
+
+# Programs kept OUT of training so the held-out re-rendering uses timbres never heard:
+# choir aahs / voice oohs / synth voice (52-54), clarinet (71), piccolo / flute (72-73).
+HELD_OUT_PROGRAMS = (52, 53, 54, 71, 72, 73)
+TRAIN_PROGRAMS = tuple(p for p in range(0, 112) if p not in HELD_OUT_PROGRAMS)  # no percussive/sfx banks
+
+ALPHABET = " abcdefghijklmnopqrstuvwxyz'"  # index 0 is the CTC blank, so chars map to 1..len
+_KEEP = re.compile(r"[^a-z' ]+")
+_SPACES = re.compile(r"\s+")
+
+
+def normalise_chars(text: str) -> str:
+    """Lyrics -> the recogniser's alphabet: accents stripped, ß -> ss, lower case, single spaces."""
+    t = unicodedata.normalize("NFKD", text.replace("ß", "ss").replace("’", "'")).casefold()
+    t = "".join(c for c in t if not unicodedata.combining(c))
+    t = _KEEP.sub(" ", t)
+    return _SPACES.sub(" ", t).strip()
+
+
+def encode_chars(text: str) -> list[int]:
+    return [ALPHABET.index(c) + 1 for c in normalise_chars(text)]
+
+
+def decode_ids(ids: Sequence[int]) -> str:
+    return "".join(ALPHABET[i - 1] for i in ids if 0 < i <= len(ALPHABET))
+
+
+@dataclass(frozen=True)
+class ChantConfig:
+    seconds: float = 10.0  # clip length
+    sample_rate: int = 22_050
+    soundfont: str = ""  # "" = TimGM6mb (the songbook's)
+    programs: tuple[int, ...] = TRAIN_PROGRAMS
+    voice_suffix: str = ""  # e.g. "+m3": an espeak voice variant appended to every language voice
+    rate_range: tuple[int, int] = (170, 210)  # espeak words per minute
+    qpm_range: tuple[float, float] = (60.0, 140.0)
+    instrument_gain_range: tuple[float, float] = (0.2, 0.8)
+    voice_gain_range: tuple[float, float] = (0.5, 1.0)
+    p_source_slice: float = 0.5  # a contiguous slice of a source text, else words drawn one by one
+    p_pseudo_word: float = 0.15  # a drawn word is a made-up syllable word (forces spelling, not memory)
+    languages: dict = field(
+        default_factory=lambda: {"German": 0.6, "Italian": 0.25, "Latin": 0.1, "English": 0.05}
+    )
+
+
+@dataclass
+class TextSource:
+    """Texts per language (training-only lyrics) and the word vocabulary drawn from them."""
+
+    texts: dict[str, list[list[str]]]  # language -> list of word lists
+
+    @classmethod
+    def from_lyrics(cls, lyrics: Sequence[str], languages: Sequence[str]) -> TextSource:
+        texts: dict[str, list[list[str]]] = {}
+        for text, lang in zip(lyrics, languages, strict=True):
+            words = [w for w in text.split() if normalise_chars(w)]
+            if words:
+                texts.setdefault(lang if lang in R.ESPEAK_VOICES else "German", []).append(words)
+        return cls(texts)
+
+    def vocabulary(self, language: str) -> list[str]:
+        pool = self.texts.get(language) or [w for ws in self.texts.values() for w in ws]
+        return sorted({w for ws in pool for w in ws})
+
+
+_ONSETS = [
+    "b",
+    "d",
+    "f",
+    "g",
+    "h",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "w",
+    "z",
+    "sch",
+    "st",
+    "tr",
+    "gl",
+]
+_VOWELS = ["a", "e", "i", "o", "u", "ei", "au", "ie", "ä", "ö", "ü"]
+_CODAS = ["", "", "", "n", "r", "s", "t", "m", "l", "ch", "nd"]
+
+
+def pseudo_word(rng: np.random.Generator) -> str:
+    return "".join(
+        str(rng.choice(_ONSETS)) + str(rng.choice(_VOWELS)) + str(rng.choice(_CODAS))
+        for _ in range(int(rng.integers(1, 4)))
+    )
+
+
+def draw_words(
+    rng: np.random.Generator, source: TextSource, language: str, n: int, cfg: ChantConfig
+) -> list[str]:
+    pool = source.texts.get(language) or [ws for v in source.texts.values() for ws in v]
+    if rng.random() < cfg.p_source_slice:
+        out: list[str] = []
+        while len(out) < n:
+            ws = pool[int(rng.integers(len(pool)))]
+            start = int(rng.integers(max(1, len(ws) - 3)))
+            out += ws[start : start + n - len(out)]
+        return out
+    vocab = source.vocabulary(language)
+    return [pseudo_word(rng) if rng.random() < cfg.p_pseudo_word else vocab[int(rng.integers(len(vocab)))]
+            for _ in range(n)]  # fmt: skip
+
+
+def synthetic_work(
+    rng: np.random.Generator, words: list[str], language: str, cfg: ChantConfig
+) -> SongbookWork:
+    """One word per melody onset at a random tempo; harmony parts under the melody."""
+    beat = 60.0 / rng.uniform(*cfg.qpm_range)
+    gaps = rng.choice([0.5, 1.0, 1.0, 1.0, 1.5, 2.0, 2.0, 3.0], size=len(words)) * beat
+    onsets = np.concatenate([[rng.uniform(0.0, 0.8)], np.cumsum(gaps)[:-1] + 0.0])
+    pitch = int(rng.integers(60, 72))
+    n_parts = int(rng.integers(1, 5))
+    intervals = [0] + sorted(
+        rng.choice([-3, -4, -5, -7, -8, -9, -12, -15], size=n_parts - 1, replace=False).tolist()
+    )
+    ws, notes = [], []
+    for w, t0, gap in zip(words, onsets, gaps, strict=True):
+        pitch = int(np.clip(pitch + rng.choice([-4, -2, -1, 0, 1, 2, 3, 5]), 52, 79))
+        ws.append(Word(w, float(t0), 1, pitch))
+        for part, iv in enumerate(intervals):
+            notes.append(NoteEvent(part, pitch + int(iv), float(t0), float(gap)))
+    return SongbookWork(
+        work_id="synthetic", corpus_path="", collection="synthetic", partition="synthetic", title="", artist="",
+        genre="", language=language, key="", mode="", meter="", parts=n_parts, qpm=60.0 / beat,
+        duration_s=float(onsets[-1] + gaps[-1]), words=ws, notes=notes,
+    )  # fmt: skip
+
+
+def render_example(seed: int, source: TextSource, cfg: ChantConfig) -> tuple[np.ndarray, str]:
+    """(samples,) float32 clip and its label text (normalised) for one seed. Call in a fresh process
+    (see `generate`) when bit-exact repeatability matters: espeak-ng's state carries across calls."""
+    rng = np.random.default_rng(seed)
+    langs = [lang for lang in cfg.languages if lang in source.texts] or list(source.texts)
+    p = np.array([cfg.languages.get(lang, 0.1) for lang in langs])
+    language = langs[int(rng.choice(len(langs), p=p / p.sum()))]
+    words = draw_words(rng, source, language, 40, cfg)
+    work = synthetic_work(rng, words, language, cfg)
+    rcfg = R.RenderConfig(
+        sample_rate=cfg.sample_rate, seconds=cfg.seconds, soundfont=cfg.soundfont,
+        instrument_gain=float(rng.uniform(*cfg.instrument_gain_range)),
+        voice_gain=float(rng.uniform(*cfg.voice_gain_range)),
+        voice_rate=int(rng.integers(cfg.rate_range[0], cfg.rate_range[1] + 1)),
+    )  # fmt: skip
+    program = int(rng.choice(cfg.programs))
+    voice = render_voice_with(work, rcfg, cfg.voice_suffix)
+    mix = rcfg.instrument_gain * R.render_instruments(work, program, rcfg) + rcfg.voice_gain * voice
+    peak = float(np.abs(mix).max())
+    mix = mix * (0.9 / peak) if peak > 0 else mix
+    heard = [w.word for w in work.words if w.onset_s < cfg.seconds - 0.15]
+    return mix.astype(np.float32), normalise_chars(" ".join(heard))
+
+
+def render_voice_with(work: SongbookWork, rcfg: R.RenderConfig, voice_suffix: str = "") -> np.ndarray:
+    """`render.render_voice`, optionally with an espeak voice variant (e.g. "+m3") on every language."""
+    if not voice_suffix:
+        return R.render_voice(work, rcfg)
+    saved = dict(R.ESPEAK_VOICES)
+    try:
+        R.ESPEAK_VOICES.update({k: v + voice_suffix for k, v in saved.items()})
+        return R.render_voice(work, rcfg)
+    finally:
+        R.ESPEAK_VOICES.clear()
+        R.ESPEAK_VOICES.update(saved)
+
+
+def _batch(args) -> tuple[list[np.ndarray], list[str]]:
+    seeds, source, cfg, as_mel = args
+    import torch
+
+    torch.set_num_threads(1)
+    waves, labels = [], []
+    for s in seeds:
+        w, t = render_example(int(s), source, cfg)
+        waves.append(w)
+        labels.append(t)
+    if as_mel:
+        from lyric2vec_models.audio import LogMel, SpectrogramSpec
+
+        mel = LogMel(replace(SpectrogramSpec(), sample_rate=cfg.sample_rate, clip_seconds=cfg.seconds))
+        waves = [mel(w).numpy().astype(np.float16) for w in waves]
+    return waves, labels
+
+
+def generate(
+    seeds: Sequence[int],
+    source: TextSource,
+    cfg: ChantConfig,
+    batch: int = 16,
+    workers: int = 1,
+    as_mel: bool = False,
+):
+    """Yield (items, labels) per batch of `batch` seeds, each batch rendered in a fresh forked process.
+
+    items are waveforms, or float16 (64, frames) log-mels (the project's SpectrogramSpec) with as_mel.
+    """
+    jobs = [(list(seeds[i : i + batch]), source, cfg, as_mel) for i in range(0, len(seeds), batch)]
+    with mp.get_context("fork").Pool(workers, maxtasksperchild=1) as pool:
+        yield from pool.imap(_batch, jobs)
