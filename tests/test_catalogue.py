@@ -225,7 +225,8 @@ def test_materialize_through_dagster_command_line(tmp_path):
          "import dagster as dg; dg.DagsterInstance.get().add_dynamic_partitions('catalogue', ['songbook-other'])"],
         env=env, check=True, cwd=REPO,
     )
-    config = {"ops": {"songbook_sources": {"config": {"limit": 2, "programs": ["piano"]}}}}
+    config = {"ops": {"songbook_sources": {"config": {"limit": 2, "programs": ["piano"]}}},
+              "execution": {"config": {"in_process": {}}}}  # one process: no re-import of the graph per step
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "lyric2vec_pipeline.definitions",
          "--select", "songbook_sources,user_manifest,tracks,lyrics,spectrograms", "--partition", "songbook-other",

@@ -11,7 +11,6 @@ what they would add is listed in deployments/README.md.
 import copy
 import json
 import math
-import os
 import re
 import shlex
 import shutil
@@ -691,7 +690,7 @@ def prometheus_query(base: str, expr: str) -> dict:
 def test_grafana_queries_return_data_from_a_real_prometheus(tmp_path):
     """A real Prometheus, configured from prometheus.local.yml, scrapes an exporter declared from the
     INTERFACES.md table; every panel query must evaluate to finite values with the labels it groups by.
-    The exporter stands in for the service (that one is checked by the LYRIC2VEC_METRICS_URL test)."""
+    The exporter stands in for the service (the live service is checked in tests/test_service.py)."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
     labels = {
@@ -813,15 +812,8 @@ def test_live_series_parser_sees_families_without_samples():
     assert {"lyric2vec_request_seconds_bucket", "lyric2vec_requests_total"} <= live_exposed_series(text)
 
 
-@pytest.mark.skipif(
-    not os.environ.get("LYRIC2VEC_METRICS_URL"),
-    reason="set LYRIC2VEC_METRICS_URL (e.g. http://127.0.0.1:8080/metrics) of a running service",
-)
-def test_grafana_queries_name_only_metrics_the_running_service_exports():
-    with urllib.request.urlopen(os.environ["LYRIC2VEC_METRICS_URL"], timeout=10) as response:
-        live = live_exposed_series(response.read().decode())
-    dashboard = json.loads(DASHBOARD_FILE.read_text())
-    assert unknown_metric_problems(dashboard, live) == []
+# The check against a live service's /metrics is in tests/test_service.py
+# (test_grafana_queries_name_only_metrics_the_live_service_exports), which owns the running server.
 
 
 # =================================================================================== core Kubernetes

@@ -395,6 +395,18 @@ def test_http_metrics_exported_with_interface_names(server):
     assert metric_values(client, "lyric2vec_encode_seconds_count")[(("modal", "audio"),)] >= 1
 
 
+def test_grafana_queries_name_only_metrics_the_live_service_exports(server):
+    from test_deployments import DASHBOARD_FILE, live_exposed_series, unknown_metric_problems
+
+    client = server[0]
+    client.post("/search", json={"modal": "text", "query": "fill every family", "k": 1})
+    client.post("/search", json={"modal": "smell", "query": "x", "k": 1})  # multiprocess metrics list a
+    # labelled family only once it has a sample: one error makes lyric2vec_errors_total appear
+    live = live_exposed_series(client.get("/metrics").text)
+    assert "lyric2vec_request_seconds_bucket" in live
+    assert unknown_metric_problems(json.loads(DASHBOARD_FILE.read_text()), live) == []
+
+
 def test_real_prometheus_scrapes_the_service(server, tmp_path):
     client, _, _, port = server
     client.post("/search", json={"modal": "text", "query": "scrape me", "k": 1})
