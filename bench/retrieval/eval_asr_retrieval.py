@@ -53,7 +53,7 @@ def heard_text(cat: pl.DataFrame, seconds: float = 30.0) -> dict[str, str]:
     words = pl.concat([pl.read_parquet(p, columns=["track_id", "words"])
                        for p in sorted(glob.glob(str(HOME / "lyrics" / "*.parquet")))])  # fmt: skip
     out = {}
-    for tid, ws in zip(words["track_id"], words["words"], strict=True):
+    for tid, ws in zip(words["track_id"].to_list(), words["words"].to_list(), strict=True):
         if not ws:
             continue
         v0 = ws[0]["verse"]
