@@ -17,6 +17,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+_FILE_MODE = 0o666 & ~_UMASK  # what open() would have given
+_DIR_MODE = 0o777 & ~_UMASK
+
+
 class ArtifactError(RuntimeError):
     """An artifact is missing, truncated or does not match its manifest. The message names the file."""
 
@@ -39,6 +50,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)  # mkstemp makes 0600: readers running as another user need 0644
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
@@ -53,6 +65,9 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, _DIR_MODE)  # mkdtemp makes 0700
+        for path in tmp.rglob("*"):
+            os.chmod(path, _DIR_MODE if path.is_dir() else _FILE_MODE)
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old.{os.getpid()}")

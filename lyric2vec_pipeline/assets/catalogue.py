@@ -4,7 +4,6 @@
 import functools
 import hashlib
 import json
-import multiprocessing as mp
 import time
 
 import dagster as dg
@@ -20,7 +19,7 @@ from lyric2vec_pipeline.assets.sources import catalogue_partitions, songbook_sou
 from lyric2vec_pipeline.ingest import IngestLimits, audio_error_code, validate_manifest
 from lyric2vec_pipeline.metadata import md_image, md_table, png_bytes, spectrogram_figure
 from lyric2vec_pipeline.resources import LyricHome, refresh_dimensions, replace_partition
-from lyric2vec_pipeline.songbook.build import default_signals
+from lyric2vec_pipeline.songbook.build import default_signals, worker_context
 
 SPEC = SpectrogramSpec()
 SPECTROGRAM_WORKERS = 2  # processes, one torch thread each
@@ -204,7 +203,7 @@ def spectrograms(context: dg.AssetExecutionContext, home: LyricHome) -> dg.Mater
     mels, index, bad = [], [], []
     by_file = clips_df.group_by("audio_path", maintain_order=True).agg(pl.col("clip_id"), pl.col("track_id"), pl.col("window"), pl.col("program_name"))
     files = list(by_file.iter_rows(named=True))
-    with mp.get_context("fork").Pool(SPECTROGRAM_WORKERS, initializer=default_signals) as pool:
+    with worker_context().Pool(SPECTROGRAM_WORKERS, initializer=default_signals) as pool:
         results = pool.imap(_file_mels, [(r["audio_path"], sorted(set(r["window"]))) for r in files], chunksize=4)
         for r, (windows, error) in tqdm(zip(files, results, strict=True), total=len(files), desc=f"spectrograms/{partition}", unit="file"):
             if error is not None:

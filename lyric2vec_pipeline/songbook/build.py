@@ -3,6 +3,9 @@
 Each work is parsed and rendered in a fresh worker process (`maxtasksperchild=1`): espeak-ng keeps
 internal state between utterances, so a work rendered after another would sound slightly different.
 A fresh process per work makes every clip depend only on its work, program and config.
+
+Workers come from a forkserver, not a fork of the caller: the caller (a Dagster run) has threads, and
+forking a threaded process can leave a worker stuck on a lock that was held at fork time.
 """
 
 from __future__ import annotations
@@ -96,14 +99,18 @@ def build_partition(partition: str, audio_dir: Path, cfg: SongbookConfig) -> lis
     paths = works_in_partition(partition, cfg.limit)
     audio_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(p, cfg, str(audio_dir)) for p in paths]
-    if paths:  # warm music21 up in the parent so each forked worker starts with it loaded
-        parse_work(paths[0])
-    ctx = mp.get_context("fork")
     results = []
-    with ctx.Pool(max(1, min(cfg.workers, os.cpu_count() or 1)), initializer=default_signals, maxtasksperchild=1) as pool:
+    with worker_context().Pool(max(1, min(cfg.workers, os.cpu_count() or 1)), initializer=default_signals, maxtasksperchild=1) as pool:
         for r in tqdm(pool.imap(_build_one, jobs), total=len(jobs), desc=f"songbook/{partition}", unit="work"):
             results.append(r)
     return results
+
+
+def worker_context() -> mp.context.BaseContext:
+    """A forkserver context whose server has music21, torch and the asset code loaded (see warm.py)."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["lyric2vec_pipeline.songbook.warm"])
+    return ctx
 
 
 def default_signals() -> None:
