@@ -6,8 +6,8 @@ random walk with 0-3 harmony parts, rendered with `render_instruments` on a rand
 program and `render_voice` (espeak-ng, the songbook's chant) at random gains and speech rates. The
 label is the normalised character string of the words whose onsets fall inside the clip.
 
-espeak-ng keeps internal state between utterances, so a batch is rendered in a fresh forked process
-(`generate`): the samples of a batch depend only on its seeds and the config.
+espeak-ng keeps internal state between utterances, so every example is rendered in a fresh forked
+process (`generate`): its samples depend only on its seed, the text source and the config.
 """
 
 from __future__ import annotations
@@ -198,22 +198,18 @@ def render_voice_with(work: SongbookWork, rcfg: R.RenderConfig, voice_suffix: st
         R.ESPEAK_VOICES.update(saved)
 
 
-def _batch(args) -> tuple[list[np.ndarray], list[str]]:
-    seeds, source, cfg, as_mel = args
+def _one(args) -> tuple[np.ndarray, str]:
+    seed, source, cfg, as_mel = args
     import torch
 
     torch.set_num_threads(1)
-    waves, labels = [], []
-    for s in seeds:
-        w, t = render_example(int(s), source, cfg)
-        waves.append(w)
-        labels.append(t)
+    wave, text = render_example(int(seed), source, cfg)
     if as_mel:
         from lyric2vec_models.audio import LogMel, SpectrogramSpec
 
         mel = LogMel(replace(SpectrogramSpec(), sample_rate=cfg.sample_rate, clip_seconds=cfg.seconds))
-        waves = [mel(w).numpy().astype(np.float16) for w in waves]
-    return waves, labels
+        return mel(wave).numpy().astype(np.float16), text
+    return wave, text
 
 
 def generate(
@@ -224,10 +220,19 @@ def generate(
     workers: int = 1,
     as_mel: bool = False,
 ):
-    """Yield (items, labels) per batch of `batch` seeds, each batch rendered in a fresh forked process.
+    """Yield (items, labels) per batch of `batch` seeds. Every example is rendered in a fresh forked
+    process (espeak-ng state), so an example depends only on its seed, `source` and `cfg`.
 
     items are waveforms, or float16 (64, frames) log-mels (the project's SpectrogramSpec) with as_mel.
     """
-    jobs = [(list(seeds[i : i + batch]), source, cfg, as_mel) for i in range(0, len(seeds), batch)]
+    jobs = [(s, source, cfg, as_mel) for s in seeds]
+    items, labels = [], []
     with mp.get_context("fork").Pool(workers, maxtasksperchild=1) as pool:
-        yield from pool.imap(_batch, jobs)
+        for item, label in pool.imap(_one, jobs):
+            items.append(item)
+            labels.append(label)
+            if len(items) == batch:
+                yield items, labels
+                items, labels = [], []
+    if items:
+        yield items, labels
