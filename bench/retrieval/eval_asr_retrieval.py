@@ -129,6 +129,9 @@ def main() -> None:
             json.dumps(hyp, indent=0, ensure_ascii=False)
         )
         c = cer([hyp[t] for t in ids], [heard[t] for t in ids])
+        c_med = float(
+            np.median([cer([hyp[t]], [heard[t]]) for t in ids])
+        )  # robust to a few hallucinating clips
         methods = {}
         for seed in SEEDS:
             s = dict(zip(tids, splits[seed], strict=True))
@@ -146,9 +149,11 @@ def main() -> None:
             }
             for m, (lyr, aud) in runs.items():
                 methods.setdefault(m, []).append(directions(lyr, aud, seed))
-        report["corpora"][name] = {"n_clips": len(ids), "cer_vs_heard_words": c,
+        report["corpora"][name] = {"n_clips": len(ids), "cer_vs_heard_words": c, "median_clip_cer": c_med,
                                    "methods": {m: {"summary": summarise(v), "per_seed": v} for m, v in methods.items()}}  # fmt: skip
-        print(f"\n== {name}: {len(ids)} clips, CER vs heard first-verse words {c:.3f}")
+        print(
+            f"\n== {name}: {len(ids)} clips, CER vs heard first-verse words {c:.3f} (median clip {c_med:.3f})"
+        )
         for m, v in methods.items():
             sm = summarise(v)
             print(f"{m:45s} " + "  ".join(
