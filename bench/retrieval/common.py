@@ -52,3 +52,20 @@ def text_source(cat: pl.DataFrame | None = None):
     m = recogniser_text_tracks(cat, protocol_splits(cat))
     sub = cat.filter(pl.Series(m))
     return TextSource.from_lyrics(sub["lyrics"].to_list(), sub["language"].to_list())
+
+
+def recogniser_leakage(cat: pl.DataFrame, splits: dict[int, np.ndarray]) -> dict:
+    """Per seed: distinct recogniser texts shared with that seed's val/test texts, and near-duplicate
+    pairs joining a recogniser text to a val/test text (both must be 0)."""
+    from lyric2vec_models.splits import near_duplicate_pairs, normalise_text
+
+    texts = cat["lyrics"].to_list()
+    mask = recogniser_text_tracks(cat, splits)
+    rec = {normalise_text(t) for t, k in zip(texts, mask, strict=True) if k}
+    pairs = near_duplicate_pairs(texts)
+    out = {"recogniser_tracks": int(mask.sum()), "recogniser_distinct_texts": len(rec)}
+    for s, a in splits.items():
+        held = {normalise_text(t) for t, x in zip(texts, a, strict=True) if x != "train" and t}
+        near = sum((mask[i] and a[j] != "train") or (mask[j] and a[i] != "train") for i, j in pairs)
+        out[f"seed{s}"] = {"shared_texts": len(rec & held), "near_duplicate_pairs": int(near)}
+    return out

@@ -22,7 +22,7 @@ import polars as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import HOME, OUT, SEEDS, catalogue, protocol_splits  # noqa: E402
+from common import HOME, OUT, SEEDS, catalogue, protocol_splits, recogniser_leakage  # noqa: E402
 
 from lyric2vec_models.asr import ChantRecogniser, cer, transcribe  # noqa: E402
 from lyric2vec_models.chant_data import normalise_chars  # noqa: E402
@@ -122,7 +122,8 @@ def main() -> None:
     if hp.exists():
         meta = json.loads((OUT / "heldout_render" / "tracks.json").read_text())
         corpora["heldout_rerender"] = (meta["tracks"], np.load(hp))
-    report = {"model": args.model, "corpora": {}}
+    report = {"model": args.model, "leakage": recogniser_leakage(cat, splits), "corpora": {}}
+    print("recogniser text vs val/test:", report["leakage"])
     for name, (ids, mels) in corpora.items():
         hyp = dict(zip(ids, transcribe(model, mels), strict=True))
         (OUT / f"transcripts_{name}_{args.tag}.json").write_text(
