@@ -7,7 +7,7 @@ Gallery = the test split of each protocol seed (0, 1, 2), one clip per work (son
 as in lyric2vec_models.evaluation; held-out: the FluidR3 / choir-flute-clarinet / "+m3" re-rendering).
 Ties broken at random (lyric2vec_models.metrics); random baseline beside every figure.
 
-    .venv/bin/python bench/retrieval/eval_asr_retrieval.py [--model OUT/asr.pt]
+    .venv/bin/python bench/retrieval/eval_asr_retrieval.py [--model OUT/asr.safetensors]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
+from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import HOME, OUT, SEEDS, catalogue, protocol_splits, recogniser_leakage  # noqa: E402
@@ -104,7 +105,7 @@ def summarise(per_seed: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=str(OUT / "asr.pt"))
+    ap.add_argument("--model", default=str(OUT / "asr.safetensors"))
     ap.add_argument("--tag", default="asr")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -114,7 +115,7 @@ def main() -> None:
     lyrics = dict(zip(tids, cat["lyrics"].to_list(), strict=True))
     test_any = sorted({t for s in splits.values() for t, x in zip(tids, s, strict=True) if x == "test"})
     model = ChantRecogniser()
-    model.load_state_dict(torch.load(args.model))
+    model.load_state_dict(load_file(args.model))
     heard = heard_text(cat)
 
     corpora = {"songbook": (test_any, songbook_gallery_mels(test_any))}

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/retrieval/train_asr.py --minutes 30
 Reads OUT/chant/train_*.npy as they appear (the generator may still be writing), reports CER on the
-held-out generated set (other seeds) and writes OUT/asr.pt and bench/results/retrieval_asr_train.json.
+held-out generated set (other seeds) and writes OUT/asr.safetensors and bench/results/retrieval_asr_train.json.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import OUT  # noqa: E402
 
+from lyric2vec_models.artifacts import atomic_path  # noqa: E402
 from lyric2vec_models.asr import ChantRecogniser, cer, ctc_loss, spec_augment, transcribe  # noqa: E402
 from lyric2vec_models.chant_data import encode_chars  # noqa: E402
 
@@ -34,6 +35,14 @@ def load(pattern: str):
         mels.append(np.load(p, mmap_mode="r"))
         labels += json.loads(Path(p[:-4] + ".json").read_text())
     return (np.concatenate(mels) if mels else np.zeros((0,))), labels
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """Weights as safetensors (never a pickle), written to a temp file and renamed."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
 
 
 def main() -> None:
@@ -85,12 +94,12 @@ def main() -> None:
             history.append({"step": step, "seconds": round(time.time() - t0), "loss": float(loss), "cer": c,
                             "train_clips": len(labels)})  # fmt: skip
             print(f"== step {step} heldout CER {c:.3f} | {hyp[0]!r} vs {hlabels[0]!r}", flush=True)
-            torch.save(model.state_dict(), OUT / "asr.pt")
+            save_weights(model, OUT / "asr.safetensors")
     hyp = transcribe(model, hmels)
     final = {"steps": step, "seconds": round(time.time() - t0), "train_clips_seen_pool": len(labels),
              "heldout_generated_clips": len(hlabels), "heldout_cer": cer(hyp, hlabels), "history": history,
              "examples": [{"ref": r, "hyp": h} for r, h in zip(hlabels[:5], hyp[:5], strict=True)]}  # fmt: skip
-    torch.save(model.state_dict(), OUT / "asr.pt")
+    save_weights(model, OUT / "asr.safetensors")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "retrieval_asr_train.json").write_text(json.dumps(final, indent=1))
     print(json.dumps({k: v for k, v in final.items() if k != "history"}, indent=1))
