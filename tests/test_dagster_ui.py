@@ -1,25 +1,18 @@
 """The Dagster UI (what `make dagster` serves) loads workspace.yaml and shows the whole asset graph."""
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+from procs import free_port, stop
 
 REPO = Path(__file__).resolve().parents[1]
 QUERY = """
 { assetNodes { assetKey { path } dependencyKeys { path } } }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_webserver_shows_asset_graph(tmp_path):
@@ -53,5 +46,4 @@ def test_webserver_shows_asset_graph(tmp_path):
         assert graph["faiss_index"] == {"embeddings"}
         assert len(graph) == 12
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        stop(proc)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_service import free_port, stop, tone, wav_bytes  # tests/ is on sys.path under pytest
+from procs import free_port, start, stop, wait_http  # tests/ is on sys.path under pytest
+from test_service import tone, wav_bytes
 
 httpx = pytest.importorskip("httpx")
 pl = pytest.importorskip("polars")
@@ -164,29 +165,6 @@ def run_umap_asset(home: Path):
 
 
 # ---------------------------------------------------------------- live processes
-
-
-def wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"{proc.args[:4]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"no answer from {url} after {seconds:.0f} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
-
-
-def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
-    env = {**os.environ, **env, "BENTOML_DO_NOT_TRACK": "True"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # test_service sets one for its in-process app
-    with open(log, "w") as out:
-        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

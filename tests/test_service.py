@@ -10,8 +10,6 @@ import base64
 import io
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +30,8 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
 
 httpx = pytest.importorskip("httpx")
 pa = pytest.importorskip("pyarrow")
+
+from procs import free_port, start, stop, wait_http  # noqa: E402  (tests/ is on sys.path)
 
 from lyric2vec_models.config import preset  # noqa: E402
 from lyric2vec_models.index import build_gallery, save_gallery  # noqa: E402
@@ -215,63 +215,16 @@ def test_asgi_search_embed_and_errors(asgi_client, home):
 # ---------------------------------------------------------------- level 3: the real `bentoml serve` process
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the group holds only its workers
-            proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def server(home, tmp_path_factory):
     path, version = home
     port = free_port()
     log_path = tmp_path_factory.mktemp("serve") / "bentoml.log"
-    env = {
-        **os.environ,
-        "LYRIC2VEC_HOME": str(path),
-        "LYRIC2VEC_WATCH_SECONDS": "0",
-        "BENTOML_DO_NOT_TRACK": "True",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the server makes its own
-    cmd = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        "bento.service:Lyric2Vec",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    proc = start([sys.executable, "-m", "bentoml", "serve", "bento.service:Lyric2Vec", "--host", "127.0.0.1",
+                  "--port", str(port)], {"LYRIC2VEC_HOME": str(path), "LYRIC2VEC_WATCH_SECONDS": "0"}, log_path)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"bentoml serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"no /healthz after 120 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_http(f"{base}/healthz", proc, log_path, 120)
         with httpx.Client(base_url=base, timeout=30) as client:
             yield client, version, path, port
     finally:
