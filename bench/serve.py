@@ -141,10 +141,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(home: Path, workers: int, threads: int) -> tuple[subprocess.Popen, int, Path]:
+def start_server(
+    home: Path, workers: int, threads: int, compile_text: bool = True
+) -> tuple[subprocess.Popen, int, Path]:
     port = free_port()
     log = home / "bentoml.log"
     env = {**os.environ, "LYRIC2VEC_HOME": str(home), "LYRIC2VEC_WATCH_SECONDS": "0",
+           "LYRIC2VEC_COMPILE_TEXT": "1" if compile_text else "0",
            "LYRIC2VEC_WORKERS": str(workers), "LYRIC2VEC_THREADS": str(threads), "BENTOML_DO_NOT_TRACK": "True"}  # fmt: skip
     cmd = [
         sys.executable,
@@ -335,6 +338,24 @@ def recall(exact_index, approx_index, queries: np.ndarray, k: int) -> float:
     return round(float(np.mean([len(set(t) & set(f)) / k for t, f in zip(truth, found, strict=True)])), 4)
 
 
+def soak(host: str, port: int, pid: int | None, bodies: list[bytes], clients: int, seconds: float,
+         every: float = 15.0) -> dict:
+    """Continuous mixed load for `seconds`, resident memory sampled every `every` s: is it flat?"""
+    samples: list[dict] = []
+    result: dict = {}
+    loader = threading.Thread(target=lambda: result.update(run_load(host, port, bodies, clients, seconds, 0.0)))
+    t0 = time.perf_counter()
+    loader.start()
+    while loader.is_alive():
+        samples.append({"t_s": round(time.perf_counter() - t0, 1), "rss_mb": round(server_rss_mb(pid) or 0, 1)})
+        loader.join(timeout=every)
+    samples.append({"t_s": round(time.perf_counter() - t0, 1), "rss_mb": round(server_rss_mb(pid) or 0, 1)})
+    rss = [x["rss_mb"] for x in samples]
+    half = len(rss) // 2
+    return {**result, "rss_samples": samples, "rss_first_half_max_mb": max(rss[: max(half, 1)]),
+            "rss_second_half_max_mb": max(rss[half:]), "rss_growth_second_half_mb": round(max(rss[half:]) - rss[half], 1)}  # fmt: skip
+
+
 def max_qps_under_budget(host, port, bodies, budget_ms, duration, warmup, max_clients) -> dict:
     steps, best = [], None
     clients = 1
@@ -372,7 +393,11 @@ def main() -> None:
     ap.add_argument("--preset", default="small", help="model preset when no --model-dir (random init)")
     ap.add_argument("--model-dir", default=None, help="a trained model directory to serve")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--no-compile-text", dest="compile_text", action="store_false",
+                    help="serve the text tower eagerly (default: compiled, as `make api` serves it)")  # fmt: skip
+    ap.add_argument("--soak-seconds", type=float, default=0.0,
+                    help="after the runs: mixed text+audio load this long, memory sampled every 15 s")  # fmt: skip
     ap.add_argument("--url", default=None, help="benchmark this running service instead (no start, no floor)")
     ap.add_argument("--server-pid", type=int, default=None, help="with --url: its PID, for memory figures")
     ap.add_argument(
@@ -388,7 +413,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     report = {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
               "clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup, "k": args.k,
-              "workers": args.workers, "threads": args.threads, "runs": []}  # fmt: skip
+              "workers": args.workers, "threads": args.threads, "compile_text": args.compile_text, "runs": []}  # fmt: skip
     model_dir = None if args.url else make_model(work, args.preset, args.model_dir)
     report["model"] = str(args.model_dir or f"random-init {args.preset} preset")
     for size in args.gallery_size:
@@ -402,7 +427,7 @@ def main() -> None:
         else:
             home = build_home(work, size, model_dir)
             t0 = time.perf_counter()
-            proc, port, _ = start_server(home, args.workers, args.threads)
+            proc, port, _ = start_server(home, args.workers, args.threads, args.compile_text)
             host, pid = "127.0.0.1", proc.pid
             print(f"  server up in {time.perf_counter() - t0:.1f} s", flush=True)
         try:
@@ -426,6 +451,15 @@ def main() -> None:
                     )
                 run["modals"][modal] = r
             run["rss_mb_after"] = server_rss_mb(pid)
+            if args.soak_seconds > 0:
+                mixed = [b for pair in zip(make_bodies("text", args.k), make_bodies("audio", args.k) * 2, strict=True)
+                         for b in pair]  # fmt: skip
+                run["soak"] = soak(host, port, pid, mixed, args.clients, args.soak_seconds)
+                sk = run["soak"]
+                print(f"  soak {args.soak_seconds:.0f} s mixed: {sk['requests']} requests, errors={sk['errors']}, "
+                      f"p99={sk.get('p99_ms')} ms, RSS {sk['rss_samples'][0]['rss_mb']:.0f} -> "
+                      f"{sk['rss_samples'][-1]['rss_mb']:.0f} MB (second half grew {sk['rss_growth_second_half_mb']} MB)",
+                      flush=True)  # fmt: skip
             run["loadavg_after"] = (
                 os.getloadavg()
             )  # other jobs on the box share the cores: read figures with this

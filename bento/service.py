@@ -98,7 +98,7 @@ def _note(modal: str) -> None:
     name="lyric2vec",
     workers=int(os.environ.get("LYRIC2VEC_WORKERS", "1")),
     threads=int(
-        os.environ.get("LYRIC2VEC_THREADS", "2")
+        os.environ.get("LYRIC2VEC_THREADS", "4")
     ),  # concurrent API calls per worker (torch: 1 thread each)
     traffic={"timeout": 60, "max_concurrency": 256},
     http={"port": 8080},
@@ -112,7 +112,11 @@ class Lyric2Vec:
 
         torch.set_num_threads(1)  # one core per worker thread; parallelism comes from workers and threads
         faiss.omp_set_num_threads(1)
-        self.engine = SearchEngine(os.environ.get("LYRIC2VEC_HOME", "./artifacts"))
+        self.engine = SearchEngine(
+            os.environ.get("LYRIC2VEC_HOME", "./artifacts"),
+            text_dtype=os.environ.get("LYRIC2VEC_TEXT_DTYPE", "auto"),  # bfloat16 where native, else float32
+            compile_text=os.environ.get("LYRIC2VEC_COMPILE_TEXT", "0") == "1",  # ~20 s more per worker start
+        )
         register_engine(self.engine)
         self.engine.on_swap.append(update_index_gauges)
         watch_s = float(os.environ.get("LYRIC2VEC_WATCH_SECONDS", "10"))

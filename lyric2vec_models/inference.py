@@ -27,8 +27,17 @@ def _resolve_text_path(saved: str) -> str:
 
 
 class Lyric2VecEncoder:
-    def __init__(self, loaded: LoadedModel, device: str = "cpu", window_batch: int = 16):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        device: str = "cpu",
+        window_batch: int = 16,
+        text_dtype: str = "float32",
+        compile_text: bool = False,
+    ):
+        """`text_dtype`, `compile_text`: how the frozen text transformer runs (see text.TextEncoder)."""
         self.loaded = loaded
+        self.text_dtype, self.compile_text = text_dtype, compile_text
         self.model = loaded.model.to(device).eval()
         self.config = loaded.config
         self.spec = loaded.spec
@@ -44,8 +53,9 @@ class Lyric2VecEncoder:
         self._text_encoder = None
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "cpu") -> Lyric2VecEncoder:
-        return cls(load_model(model_dir, device=device), device=device)
+    def load(cls, model_dir: str | Path, device: str = "cpu", **text_options) -> Lyric2VecEncoder:
+        """`text_options`: text_dtype, compile_text."""
+        return cls(load_model(model_dir, device=device), device=device, **text_options)
 
     @property
     def dim(self) -> int:
@@ -63,6 +73,8 @@ class Lyric2VecEncoder:
                 max_length=self.config.model.text_max_length,
                 device=str(self.device),
                 progress=False,
+                dtype=self.text_dtype,
+                compile=self.compile_text,
             )
         return self._text_encoder
 

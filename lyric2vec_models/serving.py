@@ -62,6 +62,61 @@ class QueryError(ValueError):
         self.reason, self.detail, self.status = reason, detail, status
 
 
+class MicroBatcher:
+    """Merges concurrent calls of a batch function: `fn(list of items) -> array of rows, one per item`.
+
+    No timer and no extra thread: a caller that finds the function idle runs it on everything queued so far
+    (its own item included); callers arriving meanwhile queue up and are served together by the next run.
+    An idle server therefore adds no wait, and a loaded one turns N one-row passes into one N-row pass; on
+    CPU a short text's pass is bound by reading the weights, so 4 texts cost about 1.5x one (see bench/serve).
+    An exception in `fn` is raised in every caller of that batch; the next batch runs normally.
+    """
+
+    def __init__(self, fn, max_batch: int = 32):
+        self.fn, self.max_batch = fn, max_batch
+        self._cond = threading.Condition()
+        self._queue: list[list] = []  # slots waiting for a pass, first come first served
+        self._running = False
+        self.batches = 0  # how many passes ran, and over how many items: the mean batch size is items/batches
+        self.items = 0
+        self.largest = 0
+
+    def __call__(self, item):
+        slot = [item, None, None, False]  # item, result, error, done
+        with self._cond:
+            self._queue.append(slot)
+        while True:
+            with self._cond:
+                while not slot[3] and self._running:
+                    self._cond.wait()
+                if slot[3]:
+                    return self._result(slot)
+                self._running = True  # this caller runs the next batch (its own item is in the queue)
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            try:
+                rows = self.fn([s[0] for s in batch])
+                for s, row in zip(batch, rows, strict=True):
+                    s[1] = row
+            except BaseException as exc:
+                for s in batch:
+                    s[2] = exc
+            with self._cond:
+                for s in batch:
+                    s[3] = True
+                self.batches += 1
+                self.items += len(batch)
+                self.largest = max(self.largest, len(batch))
+                self._running = False
+                self._cond.notify_all()
+            # loop: done if this caller's item was in the batch, else (over max_batch queued) run again
+
+    @staticmethod
+    def _result(slot):
+        if slot[2] is not None:
+            raise slot[2]
+        return slot[1]
+
+
 @dataclass
 class Snapshot:
     """Everything one request needs, loaded completely before it is published."""
@@ -73,6 +128,10 @@ class Snapshot:
     track_info: dict[str, dict[str, tuple]]  # gallery -> track_id -> (title, artist, genre)
     fingerprint: tuple  # (path, mtime_ns, size) of every manifest: what the watcher compares
     loaded_at: float = field(default_factory=time.time)
+    text_batcher: MicroBatcher = field(init=False)  # concurrent text queries share one encoder pass
+
+    def __post_init__(self) -> None:
+        self.text_batcher = MicroBatcher(self.encoder.encode_text)
 
     def describe(self) -> dict:
         return {
@@ -101,8 +160,14 @@ def home_fingerprint(home: Path) -> tuple:
     return tuple(out)
 
 
-def load_snapshot(home: str | Path, device: str = "cpu") -> Snapshot:
-    """Load the current model and every gallery present; all must share its model_version (ArtifactError)."""
+def load_snapshot(
+    home: str | Path, device: str = "cpu", text_dtype: str = "auto", compile_text: bool = False
+) -> Snapshot:
+    """Load the current model and every gallery present; all must share its model_version (ArtifactError).
+
+    `text_dtype` "auto" runs the frozen text transformer in bfloat16 where the hardware does it natively;
+    `compile_text` torch.compiles it (compiled during this call, not on a request). See text.TextEncoder.
+    """
     from lyric2vec_models.inference import Lyric2VecEncoder  # torch: only when a snapshot is built
 
     home = Path(home)
@@ -113,7 +178,7 @@ def load_snapshot(home: str | Path, device: str = "cpu") -> Snapshot:
             f"{home / 'models' / 'current'}: no model directory (expected a saved model with manifest.json); "
             "train and export a model first, or set LYRIC2VEC_HOME"
         )
-    encoder = Lyric2VecEncoder.load(model_dir, device=device)
+    encoder = Lyric2VecEncoder.load(model_dir, device=device, text_dtype=text_dtype, compile_text=compile_text)
     galleries, track_info = {}, {}
     for name in GALLERIES:
         directory = home / "indexes" / name
@@ -131,7 +196,9 @@ def load_snapshot(home: str | Path, device: str = "cpu") -> Snapshot:
         raise ArtifactError(
             f"{home / 'indexes'}: no gallery index (audio, lyrics or fused); build the indexes first"
         )
-    encoder.encode_text(["warm-up"])  # loads the text tower now, not on the first request
+    if encoder.model.text.transformer is None:  # the frozen tower runs in TextEncoder (a fine-tuned one in the model)
+        encoder.text_encoder.warm_up()  # loads (and compiles) the text tower now, not on the first request
+    encoder.encode_text(["warm-up"])
     return Snapshot(encoder, encoder.model_version, model_dir, galleries, track_info, fingerprint)
 
 
@@ -174,13 +241,21 @@ def decode_audio_b64(data: str, spec_rate: int, limits: Limits) -> np.ndarray:
 class SearchEngine:
     """Encodes queries and searches the galleries of the current snapshot; `reload` swaps in a new one."""
 
-    def __init__(self, home: str | Path | None = None, limits: Limits | None = None, device: str = "cpu"):
+    def __init__(
+        self,
+        home: str | Path | None = None,
+        limits: Limits | None = None,
+        device: str = "cpu",
+        text_dtype: str = "auto",
+        compile_text: bool = False,
+    ):
         self.home = Path(home) if home is not None else default_home()
         self.limits = limits or Limits()
         self.device = device
+        self.text_options = {"text_dtype": text_dtype, "compile_text": compile_text}
         self._swap_lock = threading.Lock()  # guards the reference swap
         self._reload_lock = threading.Lock()  # one reload at a time (loading happens outside _swap_lock)
-        self._snapshot = load_snapshot(self.home, device)
+        self._snapshot = load_snapshot(self.home, device, **self.text_options)
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
         self.reloads = 0
@@ -197,7 +272,7 @@ class SearchEngine:
             if not force and home_fingerprint(self.home) == self._snapshot.fingerprint:
                 return {"swapped": False, **self._snapshot.describe()}
             t0 = time.perf_counter()
-            new = load_snapshot(self.home, self.device)
+            new = load_snapshot(self.home, self.device, **self.text_options)
             old = self._snapshot
             with self._swap_lock:
                 self._snapshot = new
@@ -310,10 +385,10 @@ class SearchEngine:
     def _encode(snap: Snapshot, modal: str, query: str | None, wave: np.ndarray | None) -> np.ndarray:
         enc = snap.encoder
         if modal == "text":
-            return enc.encode_text([query])  # (1, d)
+            return snap.text_batcher(query)[None]  # (1, d)
         if modal == "audio":
             return enc.encode_audio(wave)[None]  # (1, d)
-        z_text = enc.encode_text([query]) if query else None
+        z_text = snap.text_batcher(query)[None] if query else None
         z_audio = enc.encode_audio(wave)[None] if wave is not None else None
         fused, _gates = enc.fuse(z_text, z_audio, None)  # metadata view masked: a query has no artist
         return fused

@@ -16,7 +16,14 @@ from torch import nn
 
 from lyric2vec_models.config import default_text_model_path
 
-__all__ = ["TextEncoder", "default_text_model_path", "describe_track", "mean_pool", "transformer_layers"]
+__all__ = [
+    "TextEncoder",
+    "default_text_model_path",
+    "describe_track",
+    "mean_pool",
+    "resolve_text_dtype",
+    "transformer_layers",
+]
 
 
 def _check_model_dir(model_path: str | Path) -> Path:
@@ -71,6 +78,29 @@ def freeze_except_top(model: nn.Module, trainable_layers: int) -> None:
                 p.requires_grad_(True)
 
 
+def fast_bfloat16(device: torch.device) -> bool:
+    """True where bfloat16 matmuls are native: a CUDA GPU with bf16, or a CPU with AMX / AVX512-BF16."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:  # private probes; absent or failing means "not known to be fast"
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except Exception:
+        return False
+
+
+def resolve_text_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """"float32", "bfloat16", or "auto" (bfloat16 where it is native, else float32) -> a torch dtype.
+
+    Serving uses "auto": a short query's forward pass is bound by reading the weights, so bfloat16 halves it
+    (CPU with AMX: 10.8 -> 6.2 ms) while the projected embeddings stay within cosine 0.9998 of float32.
+    """
+    if dtype == "auto":
+        return torch.bfloat16 if fast_bfloat16(device) else torch.float32
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"text dtype {dtype!r}; use float32, bfloat16 or auto")
+    return getattr(torch, dtype)
+
+
 class TextEncoder:
     """Frozen text tower: list of strings -> (N, D) float32 mean-pooled features (not normalised)."""
 
@@ -81,15 +111,39 @@ class TextEncoder:
         batch_size: int = 32,
         device: str = "cpu",
         progress: bool = True,
+        dtype: str = "float32",
+        compile: bool = False,
     ):
+        """`dtype`: see `resolve_text_dtype`. `compile`: torch.compile the transformer with frozen weights
+        (inference only; the first calls of batch size 1 and >1 compile, ~10-25 s each on CPU; call `warm_up`)."""
         self.model_path = Path(model_path or default_text_model_path())
         self.max_length = max_length
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.progress = progress
         self.tokenizer, self.model = load_hf(self.model_path)
-        self.model.to(self.device).eval()
+        self.dtype = resolve_text_dtype(dtype, self.device)
+        self.model.to(self.device, dtype=self.dtype).eval()
         self.dim = int(self.model.config.hidden_size)
+        self.compiled = compile
+        self._eager = self.model
+        if compile:  # dynamic: one graph for every batch size > 1 and text length; batch 1 is its own
+            self.model = torch.compile(self.model, dynamic=True, options={"freezing": True})
+
+    def warm_up(self) -> None:
+        """Run (and, when compiled, compile) the shapes requests will use, so no request pays for it.
+        If compiling fails (no C++ compiler, an unsupported backend) the encoder goes on eagerly."""
+        try:
+            self.encode(["warm-up"])
+            self.encode(["warm-up", "a second, longer warm-up text"])
+        except Exception as exc:
+            if not self.compiled:
+                raise
+            import logging
+
+            logging.getLogger(__name__).warning("torch.compile of the text tower failed, serving eagerly: %s", exc)
+            self.model, self.compiled = self._eager, False
+            self.encode(["warm-up"])
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(
@@ -97,7 +151,7 @@ class TextEncoder:
         )
         return {k: v.to(self.device) for k, v in batch.items()}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def encode(self, texts: list[str]) -> np.ndarray:
         """(N,) strings -> (N, D) float32. Empty input gives (0, D)."""
         from tqdm.auto import tqdm
@@ -109,7 +163,7 @@ class TextEncoder:
         ):
             batch = self.tokenize(texts[s : s + self.batch_size])
             hidden = self.model(**batch).last_hidden_state  # (b, L, D)
-            out[s : s + len(hidden)] = mean_pool(hidden, batch["attention_mask"]).float().cpu().numpy()
+            out[s : s + len(hidden)] = mean_pool(hidden.float(), batch["attention_mask"]).cpu().numpy()
         return out
 
 

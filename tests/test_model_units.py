@@ -164,3 +164,23 @@ def test_text_encoder_on_real_minilm():
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2  # observed 0.62 vs -0.10
     with pytest.raises(FileNotFoundError, match="no-such-model"):
         TextEncoder("/tmp/no-such-model")
+
+
+def test_text_tower_in_bfloat16_and_compiled_agrees_with_float32():
+    """Serving runs MiniLM in bfloat16 (where native) and torch.compiled; the vectors must stay float32's."""
+    texts = ["a sad song about lost love", "kyrie eleison",
+             "the lord is my shepherd, I shall not want; he maketh me to lie down in green pastures"]  # fmt: skip
+    ref = TextEncoder(default_text_model_path(), progress=False).encode(texts)
+    fast = TextEncoder(default_text_model_path(), progress=False, dtype="bfloat16", compile=True)
+    assert fast.dtype == torch.bfloat16 and fast.compiled
+    fast.warm_up()  # compiles batch 1 and batch > 1
+    for got in (fast.encode(texts), np.concatenate([fast.encode([t]) for t in texts])):
+        assert got.dtype == np.float32 and got.shape == ref.shape
+        cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+        assert cos.min() > 0.999, cos  # observed >= 0.99996
+    from lyric2vec_models.text import resolve_text_dtype
+
+    assert resolve_text_dtype("float32", torch.device("cpu")) == torch.float32
+    assert resolve_text_dtype("auto", torch.device("cpu")) in (torch.float32, torch.bfloat16)
+    with pytest.raises(ValueError, match="float16"):
+        resolve_text_dtype("float16", torch.device("cpu"))

@@ -36,7 +36,7 @@ from procs import free_port, start, stop, wait_http  # noqa: E402  (tests/ is on
 from lyric2vec_models.config import preset  # noqa: E402
 from lyric2vec_models.index import build_gallery, save_gallery  # noqa: E402
 from lyric2vec_models.inference import Lyric2VecEncoder  # noqa: E402
-from lyric2vec_models.serving import QueryError, SearchEngine  # noqa: E402
+from lyric2vec_models.serving import MicroBatcher, QueryError, SearchEngine  # noqa: E402
 from lyric2vec_models.train import build_model, save_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,6 +145,68 @@ def test_engine_modals_and_reasons(home):
         with pytest.raises(QueryError) as err:
             engine.search(**kwargs)
         assert err.value.reason == reason and 400 <= err.value.status < 500
+
+
+def test_micro_batcher_merges_concurrent_calls_and_isolates_failures():
+    seen: list[list[int]] = []
+
+    def slow_double(items):
+        seen.append(list(items))
+        time.sleep(0.05)
+        if -1 in items:
+            raise RuntimeError("bad item")
+        return [2 * x for x in items]
+
+    batcher = MicroBatcher(slow_double, max_batch=4)
+    assert batcher(21) == 42 and seen == [[21]]  # idle: runs at once, alone
+    results: dict[int, object] = {}
+
+    def call(x):
+        try:
+            results[x] = batcher(x)
+        except RuntimeError as exc:
+            results[x] = exc
+
+    threads = [threading.Thread(target=call, args=(x,)) for x in range(10)]
+    for t in threads:
+        t.start()
+        time.sleep(0.002)  # all arrive within the first pass
+    for t in threads:
+        t.join()
+    assert results == {x: 2 * x for x in range(10)}  # each caller gets its own row
+    assert sorted(x for b in seen[1:] for x in b) == list(range(10))  # every item encoded exactly once
+    assert max(len(b) for b in seen) == 4 and len(seen) - 1 <= 5  # merged, never over max_batch
+    assert batcher.items == 11 and batcher.largest == 4
+    # a failing item fails its own batch only; the batcher keeps working afterwards
+    seen.clear()
+    threads = [threading.Thread(target=call, args=(x,)) for x in (100, -1, 101)]
+    for t in threads:
+        t.start()
+        time.sleep(0.002)
+    for t in threads:
+        t.join()
+    assert results[100] == 200  # ran alone first (idle), the other two queued behind it
+    assert isinstance(results[-1], RuntimeError) and isinstance(results[101], RuntimeError)
+    assert batcher(5) == 10
+
+
+def test_engine_concurrent_text_queries_match_one_at_a_time(home):
+    path, version = home
+    engine = SearchEngine(path)
+    queries = [f"a song about the {w}" for w in ("sea", "moon", "sun", "river", "night", "rain", "wind", "snow")]
+    alone = {q: engine.search("text", q, k=5)["results"] for q in queries}
+    together: dict[str, list] = {}
+    threads = [threading.Thread(target=lambda q=q: together.__setitem__(q, engine.search("text", q, k=5)["results"]))
+               for q in queries * 3]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batcher = engine.snapshot.text_batcher
+    assert batcher.items >= 8 + 24  # every query went through the shared encoder pass
+    for q in queries:  # padding to a batch's longest text must not change a query's answer
+        assert [r["track_id"] for r in together[q]] == [r["track_id"] for r in alone[q]]
+        assert np.allclose([r["score"] for r in together[q]], [r["score"] for r in alone[q]], atol=2e-3)
 
 
 def test_engine_refuses_mismatched_home_and_watcher_swaps(tmp_path):
