@@ -1,18 +1,42 @@
 """A small CTC character recogniser for the songbook's chanted voice: CNN + BiGRU over log-mel.
 
 Input: the project's log-mel (SpectrogramSpec: 64 bins, 43 frames/s), (B, 64, T). Output: per-frame
-log-probabilities over the CTC blank (0) and `chant_data.ALPHABET` (1..28). Pure torch.
+log-probabilities over the CTC blank (0) and `ALPHABET` (1..28). Pure torch. Its training data is generated
+by lyric2vec_pipeline.songbook.chant; training, saving and loading are here (`train_recogniser`).
 """
 
 from __future__ import annotations
 
+import re
+import time
+import unicodedata
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from lyric2vec_models.chant_data import ALPHABET, decode_ids
+ALPHABET = " abcdefghijklmnopqrstuvwxyz'"  # index 0 is the CTC blank, so chars map to 1..len
+_KEEP = re.compile(r"[^a-z' ]+")
+_SPACES = re.compile(r"\s+")
+
+
+def normalise_chars(text: str) -> str:
+    """Lyrics -> the recogniser's alphabet: accents stripped, ß -> ss, lower case, single spaces."""
+    t = unicodedata.normalize("NFKD", text.replace("ß", "ss").replace("’", "'")).casefold()
+    t = "".join(c for c in t if not unicodedata.combining(c))
+    t = _KEEP.sub(" ", t)
+    return _SPACES.sub(" ", t).strip()
+
+
+def encode_chars(text: str) -> list[int]:
+    return [ALPHABET.index(c) + 1 for c in normalise_chars(text)]
+
+
+def decode_ids(ids: Sequence[int]) -> str:
+    return "".join(ALPHABET[i - 1] for i in ids if 0 < i <= len(ALPHABET))
+
 
 N_CLASSES = len(ALPHABET) + 1
 
@@ -119,3 +143,113 @@ def spec_augment(
             t0, tw = int(rng.integers(0, mel.shape[2])), int(rng.integers(0, time + 1))
             mel[i, :, t0 : t0 + tw] = floor[i]
     return mel
+
+
+# ---------------------------------------------------------------- training, saving, loading
+
+WEIGHTS_FILE = "weights.safetensors"
+
+
+def train_recogniser(
+    mels: np.ndarray,
+    labels: Sequence[str],
+    heldout_mels: np.ndarray,
+    heldout_labels: Sequence[str],
+    *,
+    max_steps: int = 10_000,
+    max_seconds: float = 480.0,
+    batch: int = 16,
+    lr: float = 2e-3,
+    seed: int = 0,
+    eval_every: int = 100,
+    progress: bool = True,
+    log=None,
+) -> tuple[ChantRecogniser, dict]:
+    """CTC training on generated (log-mel, text) pairs until `max_steps` or `max_seconds`, whichever first.
+
+    Learning rate: linear warm-up over 100 steps, then cosine decay over the budget (the fraction of steps or
+    of seconds used, whichever is further). Character error rate on the held-out generated set is measured
+    every `eval_every` steps and at the end. Returns the model (eval mode) and its history.
+    """
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = ChantRecogniser()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    targets_all = [encode_chars(t) or [ALPHABET.index(" ") + 1] for t in labels]
+    t0 = time.perf_counter()
+    history: list[dict] = []
+    step, loss_sum, loss_n = 0, 0.0, 0
+
+    def evaluate() -> float:
+        hyp = transcribe(model, heldout_mels) if len(heldout_labels) else []
+        return cer(hyp, list(heldout_labels)) if hyp else float("nan")
+
+    # The budget that ends training is usually time: the bar shows seconds of it, the step count beside.
+    bar = tqdm(total=round(max_seconds), desc="chant recogniser", unit="s", disable=not progress)
+    while step < max_steps and time.perf_counter() - t0 < max_seconds:
+        frac = max(step / max_steps, (time.perf_counter() - t0) / max_seconds)
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + np.cos(np.pi * min(frac, 1.0)))
+        idx = rng.choice(len(labels), min(batch, len(labels)), replace=False)
+        x = spec_augment(torch.as_tensor(np.stack([mels[i] for i in idx]).astype(np.float32)), rng)
+        model.train()
+        loss = ctc_loss(model(x), [targets_all[i] for i in idx])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        step += 1
+        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+        bar.n = min(round(time.perf_counter() - t0), bar.total)
+        bar.set_postfix_str(f"step {step}", refresh=step % 10 == 0)
+        if step % eval_every == 0:
+            c = evaluate()
+            history.append({"step": step, "seconds": round(time.perf_counter() - t0, 1),
+                            "loss": loss_sum / loss_n, "heldout_cer": c})  # fmt: skip
+            loss_sum, loss_n = 0.0, 0
+            bar.set_postfix_str(f"step {step}, loss {history[-1]['loss']:.3f}, held-out CER {c:.3f}")
+            if log is not None:
+                log.info(f"step {step}: loss {history[-1]['loss']:.3f}, held-out CER {c:.3f}")
+    bar.close()
+    final_cer = evaluate()
+    if not history or history[-1]["step"] != step:
+        history.append({"step": step, "seconds": round(time.perf_counter() - t0, 1),
+                        "loss": loss_sum / max(loss_n, 1), "heldout_cer": final_cer})  # fmt: skip
+    model.eval()
+    return model, {"steps": step, "seconds": round(time.perf_counter() - t0, 1), "heldout_cer": final_cer,
+                   "train_clips": len(labels), "heldout_clips": len(heldout_labels), "batch": batch, "lr": lr,
+                   "seed": seed, "history": history}  # fmt: skip
+
+
+def save_recogniser(model: ChantRecogniser, directory: str | Path, info: dict) -> Path:
+    """weights.safetensors + manifest.json (hashes, training info), written to a temp dir and renamed."""
+    from safetensors.torch import save_file
+
+    from lyric2vec_models.artifacts import atomic_dir, file_entry, write_json_atomic
+
+    directory = Path(directory)
+    with atomic_dir(directory) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS_FILE))
+        entry = file_entry(tmp / WEIGHTS_FILE)
+        version = f"chant-{entry['sha256'][:12]}"
+        write_json_atomic(tmp / "manifest.json", {"version": version, "alphabet": ALPHABET,
+                                                  "files": {WEIGHTS_FILE: entry}, **info})  # fmt: skip
+    return directory
+
+
+def load_recogniser(directory: str | Path) -> tuple[ChantRecogniser, dict]:
+    """(model in eval mode, manifest); ArtifactError naming the file when it is missing or does not match."""
+    from safetensors.torch import load_file
+
+    from lyric2vec_models.artifacts import ArtifactError, read_json, verify_files
+
+    directory = Path(directory)
+    manifest = read_json(directory / "manifest.json")
+    verify_files(directory, manifest["files"])
+    if manifest.get("alphabet") != ALPHABET:
+        raise ArtifactError(f"{directory / 'manifest.json'}: trained for another alphabet")
+    model = ChantRecogniser()
+    model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+    return model.eval(), manifest

@@ -121,14 +121,21 @@ def cmd_assets(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """eval_report.json (the tri-modal model) and lyrics_retrieval_report.json (the chant recogniser)."""
+    from lyric2vec_models.lyrics_match import format_lyrics_report
     from lyric2vec_pipeline.assets.learning import format_report
 
-    path = LyricHome(home=args.home).path("eval_report.json")
-    if not path.exists():
-        console.print(f"[red]{path} does not exist: run `make eval` (or `make pipeline`) first")
-        return 1
-    console.print(format_report(json.loads(path.read_text())))
-    return 0
+    home = LyricHome(home=args.home)
+    found = 0
+    for name, fmt in (("eval_report.json", format_report), ("lyrics_retrieval_report.json", format_lyrics_report)):
+        path = home.path(name)
+        if not path.exists():
+            console.print(f"[yellow]{path} does not exist: run `make eval` (or `make pipeline`) first")
+            continue
+        console.print(fmt(json.loads(path.read_text())))
+        console.print()
+        found += 1
+    return 0 if found else 1
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
@@ -218,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("assets", help="materialize unpartitioned assets by name (with their checks)")
     a.add_argument("names", nargs="+")
     a.set_defaults(fn=cmd_assets)
-    r = sub.add_parser("report", help="print eval_report.json as tables")
+    r = sub.add_parser("report", help="print eval_report.json and lyrics_retrieval_report.json as tables")
     r.set_defaults(fn=cmd_report)
     q = sub.add_parser("samples", help="three sample searches (text, audio, fused) over the built indexes")
     q.add_argument("--text", default=SAMPLE_TEXT)

@@ -5,6 +5,7 @@ import dagster as dg
 from lyric2vec_pipeline.assets.catalogue import lyrics, spectrograms, tracks
 from lyric2vec_pipeline.assets.learning import learning_assets, learning_checks
 from lyric2vec_pipeline.assets.projection import projection_assets
+from lyric2vec_pipeline.assets.recogniser import recogniser_assets
 from lyric2vec_pipeline.assets.serving import serving_assets, serving_checks
 from lyric2vec_pipeline.assets.sources import songbook_sources, user_manifest
 from lyric2vec_pipeline.automation import ingest_job, retrain_job, user_manifest_sensor, weekly_retrain
@@ -12,7 +13,8 @@ from lyric2vec_pipeline.checks import catalogue_checks
 from lyric2vec_pipeline.resources import LyricHome
 
 catalogue_assets = [songbook_sources, user_manifest, tracks, lyrics, spectrograms]  # partitioned by catalogue
-model_assets = [*learning_assets, *serving_assets, *projection_assets]  # unpartitioned, in graph order
+# unpartitioned, in graph order
+model_assets = [*learning_assets, *serving_assets, *projection_assets, *recogniser_assets]
 model_checks = [*learning_checks, *serving_checks]
 
 defs = dg.Definitions(

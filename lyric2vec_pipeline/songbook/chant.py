@@ -1,4 +1,5 @@
-"""Unlimited (text, chanted audio) pairs made with the songbook renderer's own code path.
+"""Unlimited (text, chanted audio) pairs made with the songbook renderer's own code path: the training data
+of the chant recogniser (lyric2vec_models.asr) and the held-out re-rendering of the lyrics-retrieval protocol.
 
 Each example is a synthetic `SongbookWork`: a word sequence (a slice of a source lyric, words drawn
 from a vocabulary, or made-up syllable words), one word per note onset at a random tempo, a melody
@@ -13,13 +14,12 @@ process (`generate`): its samples depend only on its seed, the text source and t
 from __future__ import annotations
 
 import multiprocessing as mp
-import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from lyric2vec_models.asr import normalise_chars
 from lyric2vec_pipeline.songbook import render as R
 from lyric2vec_pipeline.songbook.corpus import NoteEvent, SongbookWork, Word
 
@@ -27,27 +27,6 @@ from lyric2vec_pipeline.songbook.corpus import NoteEvent, SongbookWork, Word
 # choir aahs / voice oohs / synth voice (52-54), clarinet (71), piccolo / flute (72-73).
 HELD_OUT_PROGRAMS = (52, 53, 54, 71, 72, 73)
 TRAIN_PROGRAMS = tuple(p for p in range(0, 112) if p not in HELD_OUT_PROGRAMS)  # no percussive/sfx banks
-
-ALPHABET = " abcdefghijklmnopqrstuvwxyz'"  # index 0 is the CTC blank, so chars map to 1..len
-_KEEP = re.compile(r"[^a-z' ]+")
-_SPACES = re.compile(r"\s+")
-
-
-def normalise_chars(text: str) -> str:
-    """Lyrics -> the recogniser's alphabet: accents stripped, ß -> ss, lower case, single spaces."""
-    t = unicodedata.normalize("NFKD", text.replace("ß", "ss").replace("’", "'")).casefold()
-    t = "".join(c for c in t if not unicodedata.combining(c))
-    t = _KEEP.sub(" ", t)
-    return _SPACES.sub(" ", t).strip()
-
-
-def encode_chars(text: str) -> list[int]:
-    return [ALPHABET.index(c) + 1 for c in normalise_chars(text)]
-
-
-def decode_ids(ids: Sequence[int]) -> str:
-    return "".join(ALPHABET[i - 1] for i in ids if 0 < i <= len(ALPHABET))
-
 
 @dataclass(frozen=True)
 class ChantConfig:
@@ -236,3 +215,51 @@ def generate(
                 items, labels = [], []
     if items:
         yield items, labels
+
+
+# ---------------------------------------------------------------- held-out re-rendering of songbook works
+
+
+@dataclass(frozen=True)
+class RerenderConfig:
+    """A rendering the recogniser never heard: other soundfont, instruments and voice than the songbook's."""
+
+    soundfont: str = "/usr/share/sounds/sf2/FluidR3_GM.sf2"  # Debian fluid-soundfont-gm (songbook: TimGM6mb)
+    programs: tuple[str, ...] = ("choir", "flute", "clarinet")  # all in HELD_OUT_PROGRAMS
+    voice_suffix: str = "+m3"  # espeak-ng voice variant on every language
+    voice_rate: int = 160  # words per minute (songbook: 190)
+
+    def program_for(self, track_id: str) -> str:
+        import zlib
+
+        return self.programs[zlib.crc32(track_id.encode()) % len(self.programs)]
+
+
+def _rerender_one(args) -> tuple[str, str, np.ndarray]:
+    track_id, rel_path, cfg = args
+    import torch
+
+    torch.set_num_threads(1)
+    from lyric2vec_models.audio import LogMel, SpectrogramSpec
+    from lyric2vec_pipeline.songbook.corpus import parse_work
+
+    work = parse_work(rel_path)
+    rcfg = R.RenderConfig(soundfont=cfg.soundfont, voice_rate=cfg.voice_rate)
+    program = cfg.program_for(track_id)
+    wave = R.render_clip(work, program, rcfg, render_voice_with(work, rcfg, cfg.voice_suffix))
+    return track_id, program, LogMel(SpectrogramSpec())(wave).numpy().astype(np.float16)
+
+
+def rerender(works: Sequence[tuple[str, str]], cfg: RerenderConfig, workers: int = 1):
+    """Yield (track_id, program, float16 (64, frames) log-mel of the first 30 s) for (track_id, corpus path)
+    pairs, each rendered in a fresh forked process (espeak-ng state), in input order."""
+    from pathlib import Path
+
+    if not Path(cfg.soundfont).is_file():
+        raise FileNotFoundError(
+            f"{cfg.soundfont}: soundfont missing; install Debian's fluid-soundfont-gm (make setup does) "
+            "or point the held-out rendering at another General MIDI .sf2"
+        )
+    jobs = [(t, p, cfg) for t, p in works]
+    with mp.get_context("fork").Pool(workers, maxtasksperchild=1) as pool:
+        yield from pool.imap(_rerender_one, jobs)
