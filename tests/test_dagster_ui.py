@@ -44,6 +44,8 @@ def test_webserver_shows_asset_graph(tmp_path):
         assert graph["spectrograms"] == {"tracks"}
         assert {"lyrics", "spectrograms", "tracks"} <= graph["text_features"]
         assert graph["faiss_index"] == {"embeddings"}
-        assert len(graph) == 12
+        assert graph["chant_recogniser"] == {"chant_corpus"}
+        assert graph["lyrics_retrieval_report"] == {"chant_recogniser", "heldout_rerender"}
+        assert len(graph) == 16  # 5 catalogue + 4 learning + 2 serving + 1 projection + 4 lyrics recogniser
     finally:
         stop(proc)

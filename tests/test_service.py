@@ -149,15 +149,17 @@ def test_engine_modals_and_reasons(home):
 
 def test_micro_batcher_merges_concurrent_calls_and_isolates_failures():
     seen: list[list[int]] = []
+    gate = threading.Event()  # holds the first pass of a round until every other caller has queued
 
-    def slow_double(items):
+    def double(items):
         seen.append(list(items))
-        time.sleep(0.05)
+        if len(seen) in (2, 6):  # the first pass of each round below
+            assert gate.wait(30)
         if -1 in items:
             raise RuntimeError("bad item")
         return [2 * x for x in items]
 
-    batcher = MicroBatcher(slow_double, max_batch=4)
+    batcher = MicroBatcher(double, max_batch=4)
     assert batcher(21) == 42 and seen == [[21]]  # idle: runs at once, alone
     results: dict[int, object] = {}
 
@@ -167,25 +169,29 @@ def test_micro_batcher_merges_concurrent_calls_and_isolates_failures():
         except RuntimeError as exc:
             results[x] = exc
 
-    threads = [threading.Thread(target=call, args=(x,)) for x in range(10)]
-    for t in threads:
-        t.start()
-        time.sleep(0.002)  # all arrive within the first pass
-    for t in threads:
-        t.join()
+    def round_of(xs):
+        gate.clear()
+        threads = [threading.Thread(target=call, args=(x,)) for x in xs]
+        threads[0].start()  # finds the batcher idle: runs alone and waits at the gate
+        while batcher._queue or not batcher._running:
+            time.sleep(0.001)
+        for t in threads[1:]:
+            t.start()
+        deadline = time.monotonic() + 30
+        while len(batcher._queue) < len(xs) - 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        gate.set()
+        for t in threads:
+            t.join()
+
+    round_of(list(range(10)))
     assert results == {x: 2 * x for x in range(10)}  # each caller gets its own row
     assert sorted(x for b in seen[1:] for x in b) == list(range(10))  # every item encoded exactly once
-    assert max(len(b) for b in seen) == 4 and len(seen) - 1 <= 5  # merged, never over max_batch
-    assert batcher.items == 11 and batcher.largest == 4
+    assert sorted(len(b) for b in seen[1:]) == [1, 1, 4, 4]  # 9 queued callers: 4 + 4 + 1, never over max_batch
+    assert batcher.batches == 5 and batcher.items == 11 and batcher.largest == 4
     # a failing item fails its own batch only; the batcher keeps working afterwards
-    seen.clear()
-    threads = [threading.Thread(target=call, args=(x,)) for x in (100, -1, 101)]
-    for t in threads:
-        t.start()
-        time.sleep(0.002)
-    for t in threads:
-        t.join()
-    assert results[100] == 200  # ran alone first (idle), the other two queued behind it
+    round_of([100, -1, 101])
+    assert results[100] == 200 and seen[-1] in ([-1, 101], [101, -1])
     assert isinstance(results[-1], RuntimeError) and isinstance(results[101], RuntimeError)
     assert batcher(5) == 10
 

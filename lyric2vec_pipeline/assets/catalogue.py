@@ -19,7 +19,7 @@ from lyric2vec_pipeline.assets.sources import catalogue_partitions, songbook_sou
 from lyric2vec_pipeline.ingest import IngestLimits, audio_error_code, validate_manifest
 from lyric2vec_pipeline.metadata import md_image, md_table, png_bytes, spectrogram_figure
 from lyric2vec_pipeline.resources import LyricHome, refresh_dimensions, replace_partition
-from lyric2vec_pipeline.songbook.build import default_signals, worker_context
+from lyric2vec_pipeline.songbook.build import close_pool, default_signals, worker_context
 
 SPEC = SpectrogramSpec()
 SPECTROGRAM_WORKERS = 2  # processes, one torch thread each
@@ -218,6 +218,7 @@ def spectrograms(context: dg.AssetExecutionContext, home: LyricHome) -> dg.Mater
                 index.append({"clip_id": clip_id, "track_id": track_id, "row": len(mels), "program": program,
                               "program_name": program, "window": w, "sha256": hashlib.sha256(mel.tobytes()).hexdigest()})
                 mels.append(mel)
+        close_pool(pool)
     arr = np.stack(mels) if mels else np.zeros((0, SPEC.n_mels, SPEC.clip_frames), dtype=np.float16)
     out_dir = home.path("spectrograms", partition)
     with atomic_dir(out_dir) as tmp:

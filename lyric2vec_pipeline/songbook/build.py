@@ -106,11 +106,22 @@ def build_partition(partition: str, audio_dir: Path, cfg: SongbookConfig) -> lis
     with worker_context().Pool(max(1, min(cfg.workers, os.cpu_count() or 1)), initializer=default_signals, maxtasksperchild=1) as pool:
         for r in tqdm(pool.imap(_build_one, jobs), total=len(jobs), desc=f"songbook/{partition}", unit="work"):
             results.append(r)
+        close_pool(pool)
     return results
 
 
 def worker_context() -> mp.context.BaseContext:
     return mp.get_context("fork")
+
+
+def close_pool(pool) -> None:
+    """End a Pool whose work is done with close() + join(), never terminate() (what `with Pool` does on exit).
+
+    With maxtasksperchild the pool keeps forking replacement workers; terminate() can miss one forked at that
+    moment and then wait for it forever (seen as a hung test run). close() lets every worker take its stop
+    sentinel and exit, so join() returns."""
+    pool.close()
+    pool.join()
 
 
 def default_signals() -> None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from lyric2vec_models.asr import normalise_chars
 from lyric2vec_pipeline.songbook import render as R
+from lyric2vec_pipeline.songbook.build import close_pool
 from lyric2vec_pipeline.songbook.corpus import NoteEvent, SongbookWork, Word
 
 # Programs kept OUT of training so the held-out re-rendering uses timbres never heard:
@@ -213,6 +214,7 @@ def generate(
             if len(items) == batch:
                 yield items, labels
                 items, labels = [], []
+        close_pool(pool)
     if items:
         yield items, labels
 
@@ -263,3 +265,4 @@ def rerender(works: Sequence[tuple[str, str]], cfg: RerenderConfig, workers: int
     jobs = [(t, p, cfg) for t, p in works]
     with mp.get_context("fork").Pool(workers, maxtasksperchild=1) as pool:
         yield from pool.imap(_rerender_one, jobs)
+        close_pool(pool)
