@@ -184,3 +184,20 @@ def test_text_tower_in_bfloat16_and_compiled_agrees_with_float32():
     assert resolve_text_dtype("auto", torch.device("cpu")) in (torch.float32, torch.bfloat16)
     with pytest.raises(ValueError, match="float16"):
         resolve_text_dtype("float16", torch.device("cpu"))
+
+
+def test_text_tower_falls_back_to_eager_when_compiling_fails(monkeypatch):
+    """No C++ compiler (a slim image) must not stop the service: warm_up goes on with the eager model."""
+
+    def broken_compile(model, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("InductorError: no C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    enc = TextEncoder(default_text_model_path(), progress=False, compile=True)
+    enc.warm_up()
+    assert not enc.compiled
+    ref = TextEncoder(default_text_model_path(), progress=False).encode(["kyrie eleison"])
+    np.testing.assert_allclose(enc.encode(["kyrie eleison"]), ref, rtol=1e-5, atol=1e-6)
