@@ -16,11 +16,14 @@ import os
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
 from lyric2vec_models.lyrics_match import TranscriptMatcher, both_directions, first_verse, summarise
-from lyric2vec_pipeline.assets.learning import read_catalogue
-from lyric2vec_pipeline.assets.recogniser import PROTOCOL_SEEDS, load_lyrics_report, protocol_splits
+from lyric2vec_pipeline.assets.recogniser import (
+    PROTOCOL_SEEDS,
+    load_lyrics_report,
+    protocol_splits,
+    songbook_catalogue,
+)
 from lyric2vec_pipeline.resources import LyricHome
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -42,7 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     home = LyricHome(home=args.home)
     report = load_lyrics_report(home)
-    cat = read_catalogue(home).filter(pl.col("partition").str.starts_with("songbook-"))
+    cat = songbook_catalogue(home)
     tids = cat["track_id"].to_list()
     lyrics = dict(zip(tids, cat["lyrics"].to_list(), strict=True))
     splits = protocol_splits(cat, PROTOCOL_SEEDS)

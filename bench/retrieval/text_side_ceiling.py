@@ -16,11 +16,14 @@ import random
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
 from lyric2vec_models.lyrics_match import TranscriptMatcher, both_directions, first_verse, heard_text
-from lyric2vec_pipeline.assets.learning import read_catalogue
-from lyric2vec_pipeline.assets.recogniser import PROTOCOL_SEEDS, protocol_splits, read_words
+from lyric2vec_pipeline.assets.recogniser import (
+    PROTOCOL_SEEDS,
+    protocol_splits,
+    read_words,
+    songbook_catalogue,
+)
 from lyric2vec_pipeline.resources import LyricHome
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -31,7 +34,7 @@ def main() -> None:
     ap.add_argument("--home", default=os.environ.get("LYRIC2VEC_HOME", "artifacts"))
     args = ap.parse_args()
     home = LyricHome(home=args.home)
-    cat = read_catalogue(home).filter(pl.col("partition").str.starts_with("songbook-"))
+    cat = songbook_catalogue(home)
     splits = protocol_splits(cat, PROTOCOL_SEEDS)
     tids = cat["track_id"].to_list()
     lyrics = dict(zip(tids, cat["lyrics"].to_list(), strict=True))

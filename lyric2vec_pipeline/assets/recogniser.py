@@ -58,6 +58,11 @@ def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def songbook_catalogue(home: LyricHome) -> pl.DataFrame:
+    """The songbook's tracks with lyrics and metadata (read_catalogue): the corpus the protocol runs on."""
+    return read_catalogue(home).filter(pl.col("partition").str.starts_with("songbook-"))
+
+
 def protocol_splits(cat: pl.DataFrame, seeds: list[int]) -> dict[int, np.ndarray]:
     """The project's split (distinct + near-duplicate text and work groups, 70/15/15) for each seed."""
     return {s: compute_splits(cat, s, False, 0.15, 0.15)["split"].to_numpy() for s in seeds}
@@ -97,7 +102,7 @@ def chant_corpus(context: dg.AssetExecutionContext, config: ChantCorpusConfig, h
     from lyric2vec_pipeline.songbook.chant import ChantConfig, TextSource, generate
 
     t0 = time.perf_counter()
-    cat = read_catalogue(home).filter(pl.col("partition").str.starts_with("songbook-"))
+    cat = songbook_catalogue(home)
     lyrics = cat["lyrics"].to_list()
     splits = protocol_splits(cat, config.split_seeds)
     mask = recogniser_text_mask(splits, lyrics)
@@ -211,7 +216,7 @@ def heldout_rerender(
     from lyric2vec_pipeline.songbook.chant import RerenderConfig, rerender
 
     t0 = time.perf_counter()
-    cat = read_catalogue(home).filter(pl.col("partition").str.starts_with("songbook-"))
+    cat = songbook_catalogue(home)
     splits = protocol_splits(cat, config.split_seeds)
     test_any = np.zeros(len(cat), bool)
     for s in splits.values():
@@ -284,7 +289,7 @@ def lyrics_retrieval_report(config: LyricsReportConfig, home: LyricHome) -> dg.M
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     model, rec_manifest = load_recogniser(home.path("recogniser", "model"))
-    cat = read_catalogue(home).filter(pl.col("partition").str.starts_with("songbook-"))
+    cat = songbook_catalogue(home)
     tids = cat["track_id"].to_list()
     lyrics = dict(zip(tids, cat["lyrics"].to_list(), strict=True))
     splits = protocol_splits(cat, config.split_seeds)
@@ -332,4 +337,11 @@ def load_lyrics_report(home: LyricHome) -> dict:
 
 
 recogniser_assets = [chant_corpus, chant_recogniser, heldout_rerender, lyrics_retrieval_report]
-__all__ = ["recogniser_assets", "load_lyrics_report", "format_lyrics_report", "protocol_splits", "read_words"]
+__all__ = [
+    "recogniser_assets",
+    "load_lyrics_report",
+    "format_lyrics_report",
+    "protocol_splits",
+    "read_words",
+    "songbook_catalogue",
+]
